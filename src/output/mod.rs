@@ -1,0 +1,12 @@
+//! The files of an export directory: where each one lives, which IDs may become path components,
+//! how JSON files are replaced atomically, how lines are made, and the one writer that owns them.
+
+mod atomic;
+mod layout;
+mod ndjson;
+mod writer;
+
+pub use atomic::{fsync_dir, write_atomic};
+pub use layout::{BatchLayout, Layout, is_safe_id};
+pub use ndjson::{push_line, push_line_with_annotations};
+pub use writer::{BatchReport, WriteOp, Writer, WriterReport};

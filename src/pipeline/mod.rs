@@ -1,0 +1,337 @@
+//! The export itself: project details -> batches -> listing pages -> job results (and annotation
+//! documents), as one stream. Listing and result fetching overlap, several batches list at once,
+//! and the API client's limiter bounds what is in flight over all of it.
+
+mod batch;
+mod job;
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::StreamExt;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiClient, RequestError, is_fatal, parse_details};
+use crate::config::Config;
+use crate::error::Error;
+use crate::output::{Layout, WriteOp, Writer, WriterReport, is_safe_id, write_atomic};
+use crate::report::{Failure, Reporter, Summary};
+use crate::state::{BatchCounts, BatchState, DirLock, Manifest, RunState};
+
+/// Operations queued for the writer.
+const WRITE_QUEUE: usize = 1024;
+
+/// What every task of a run shares.
+pub(crate) struct Ctx {
+    pub config: Config,
+    pub layout: Layout,
+    pub client: ApiClient,
+    pub reporter: Arc<dyn Reporter>,
+    pub writer: mpsc::Sender<WriteOp>,
+    pub cancel: CancellationToken,
+    fatal: Mutex<Option<Error>>,
+    /// Batches that needed no work, and batches refused before their files were opened.
+    done: Mutex<Vec<(String, BatchState)>>,
+    refused: Mutex<Vec<Failure>>,
+}
+
+impl Ctx {
+    /// Record an error that ends the run, and stop everything.
+    pub fn fail_run(&self, error: Error) {
+        let mut fatal = self.fatal.lock().expect("fatal lock");
+        fatal.get_or_insert(error);
+        self.cancel.cancel();
+    }
+
+    /// A request error that is fatal for the whole run (bad key, no access) stops it here;
+    /// any other error is handed back for the caller to record.
+    pub fn unless_fatal(&self, err: RequestError) -> Option<RequestError> {
+        if !is_fatal(&err.source) {
+            return Some(err);
+        }
+        self.fail_run(auth_error(&self.config.project, err));
+        None
+    }
+}
+
+/// A job to fetch.
+pub(crate) struct JobTask {
+    pub batch: Arc<str>,
+    pub job: String,
+}
+
+/// Export `config.project` into `config.out`. `cancel` stops the run gracefully: no new work is
+/// taken, what was written is checkpointed, and the summary says `interrupted`.
+pub async fn run(config: Config, reporter: Arc<dyn Reporter>, cancel: CancellationToken) -> Result<Summary, Error> {
+    let started = Instant::now();
+    validate(&config)?;
+    let layout = Layout::new(&config.out);
+    std::fs::create_dir_all(layout.root())
+        .map_err(|source| Error::OutputDir { path: layout.root().into(), source })?;
+    let _lock = DirLock::acquire(&layout)?;
+    let mut manifest = open_manifest(&config, &layout)?;
+    let client = ApiClient::new(&config, reporter.clone()).map_err(Error::Client)?;
+
+    let details = tokio::select! {
+        d = client.project_details() => d,
+        () = cancel.cancelled() => return Ok(Summary { state: "interrupted".into(), interrupted: true, ..Summary::default() }),
+    };
+    let details = details.map_err(|e| {
+        if is_fatal(&e.source) {
+            auth_error(&config.project, e)
+        } else {
+            Error::FetchProject { project: config.project.clone(), source: Box::new(e) }
+        }
+    })?;
+    let batches = parse_details(&details).map_err(|source| Error::FetchProject {
+        project: config.project.clone(),
+        source: Box::new(RequestError { what: "project details".into(), retries: 0, elapsed: started.elapsed(), source }),
+    })?;
+    let batches = select_batches(&config, batches)?;
+    write_if_changed(&layout.project(), details.get())?;
+    std::fs::create_dir_all(layout.batches())
+        .map_err(|source| Error::OutputDir { path: layout.batches(), source })?;
+
+    manifest.state = RunState::Running;
+    manifest.finished_at = None;
+    manifest.save(&layout.manifest())?;
+
+    let expected: u64 = batches.iter().map(|(_, s)| summary_total_jobs(s)).sum();
+    reporter.on_start(batches.len() as u64, expected);
+    let batch_ids: Vec<String> = batches.iter().map(|(id, _)| id.clone()).collect();
+
+    let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE);
+    let writer = Writer::new(layout.clone(), reporter.clone());
+    let writer_cancel = cancel.clone();
+    let writer = tokio::task::spawn_blocking(move || writer.run(write_rx, writer_cancel));
+
+    let ctx = Arc::new(Ctx {
+        config,
+        layout,
+        client,
+        reporter: reporter.clone(),
+        writer: write_tx,
+        cancel: cancel.clone(),
+        fatal: Mutex::new(None),
+        done: Mutex::new(Vec::new()),
+        refused: Mutex::new(Vec::new()),
+    });
+    crawl(&ctx, batches).await;
+
+    let Ctx { writer: write_tx, layout, client, fatal, done, refused, .. } =
+        Arc::into_inner(ctx).expect("every task of the run has ended");
+    drop(write_tx);
+    let written = writer.await.expect("the writer thread does not panic");
+    let fatal = fatal.into_inner().expect("fatal lock");
+    let written = match (written, fatal) {
+        (Err(e), _) | (Ok(_), Some(e)) => {
+            // Keep what is on disk; the manifest says the export is partial.
+            manifest.state = RunState::Partial;
+            let _ = manifest.save(&layout.manifest());
+            return Err(e);
+        }
+        (Ok(w), None) => w,
+    };
+
+    let mut summary = summarize(
+        &batch_ids,
+        written,
+        done.into_inner().expect("done lock"),
+        refused.into_inner().expect("refused lock"),
+        &mut manifest,
+    );
+    summary.stats = client.stats();
+    summary.elapsed_secs = started.elapsed().as_secs_f64();
+    summary.interrupted = cancel.is_cancelled();
+    let complete = summary.failed == 0 && summary.batches_complete == summary.batches && !summary.interrupted;
+    summary.state = if summary.interrupted {
+        "interrupted"
+    } else if complete {
+        "complete"
+    } else {
+        "partial"
+    }
+    .into();
+    manifest.state = if complete { RunState::Complete } else { RunState::Partial };
+    manifest.finished_at = Some(crate::state::now_rfc3339());
+    write_failures(&layout, &manifest.failures)?;
+    manifest.save(&layout.manifest())?;
+    reporter.on_finish(&summary);
+    Ok(summary)
+}
+
+/// Listing and fetching, overlapped: listers push jobs into one bounded queue that the fetchers
+/// drain; both sides share the client's limiter.
+async fn crawl(ctx: &Arc<Ctx>, batches: Vec<(String, Box<RawValue>)>) {
+    let concurrency = ctx.config.concurrency.max(1);
+    let (jobs_tx, jobs_rx) = mpsc::channel::<JobTask>(concurrency * 4);
+    let listing = async move {
+        futures::stream::iter(batches)
+            .map(|(id, summary)| batch::export_batch(ctx.clone(), id, summary, jobs_tx.clone()))
+            .buffer_unordered(concurrency)
+            .collect::<()>()
+            .await;
+    };
+    let fetching = tokio_stream_receiver(jobs_rx)
+        .map(|task| job::fetch_job(ctx.clone(), task))
+        .buffer_unordered(concurrency)
+        .for_each(|op| async {
+            if let Some(op) = op {
+                // A closed writer means the run is ending on a write error; it is reported there.
+                let _ = ctx.writer.send(op).await;
+            }
+        });
+    tokio::join!(listing, fetching);
+}
+
+fn tokio_stream_receiver<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+fn validate(config: &Config) -> Result<(), Error> {
+    if !is_safe_id(&config.project) {
+        return Err(Error::Config(format!(
+            "project id {:?} is not valid: use letters, digits, '-', '_' or '.'",
+            config.project
+        )));
+    }
+    if let Some(b) = config.batches.iter().find(|b| !is_safe_id(b)) {
+        return Err(Error::Config(format!("batch id {b:?} is not valid: use letters, digits, '-', '_' or '.'")));
+    }
+    if !matches!(config.base_url.scheme(), "http" | "https") || config.base_url.cannot_be_a_base() {
+        return Err(Error::Config(format!("base URL {} is not an http(s) URL", config.base_url)));
+    }
+    if config.concurrency == 0 {
+        return Err(Error::Config("--concurrency must be at least 1".into()));
+    }
+    Ok(())
+}
+
+fn open_manifest(config: &Config, layout: &Layout) -> Result<Manifest, Error> {
+    let fresh = Manifest::new(&config.project, &config.base_url, config.annotations);
+    let Some(existing) = Manifest::load(&layout.manifest())? else {
+        return Ok(fresh);
+    };
+    if existing.project_id != config.project {
+        return Err(Error::Mismatch(format!(
+            "{} holds an export of project {}, not {}; choose another --out",
+            layout.root().display(),
+            existing.project_id,
+            config.project
+        )));
+    }
+    if existing.annotations != config.annotations {
+        return Err(Error::Mismatch(format!(
+            "{} was exported with --annotations {}; rerun with the same mode or choose another --out",
+            layout.root().display(),
+            existing.annotations.as_str()
+        )));
+    }
+    Ok(Manifest { state: RunState::Running, started_at: fresh.started_at, tool_version: fresh.tool_version, ..existing })
+}
+
+fn select_batches(config: &Config, batches: Vec<(String, Box<RawValue>)>) -> Result<Vec<(String, Box<RawValue>)>, Error> {
+    if config.batches.is_empty() {
+        return Ok(batches);
+    }
+    if let Some(missing) = config.batches.iter().find(|b| !batches.iter().any(|(id, _)| id == *b)) {
+        return Err(Error::UnknownBatch { project: config.project.clone(), batch: missing.clone() });
+    }
+    Ok(batches.into_iter().filter(|(id, _)| config.batches.contains(id)).collect())
+}
+
+fn summary_total_jobs(summary: &RawValue) -> u64 {
+    #[derive(serde::Deserialize)]
+    struct Total {
+        #[serde(default)]
+        total_jobs: Option<u64>,
+    }
+    serde_json::from_str::<Total>(summary.get()).ok().and_then(|t| t.total_jobs).unwrap_or(0)
+}
+
+/// Replace `path` with `json` (pretty-printed server text kept as it came) unless it already holds it.
+pub(crate) fn write_if_changed(path: &std::path::Path, json: &str) -> Result<(), Error> {
+    let mut bytes = json.as_bytes().to_vec();
+    bytes.push(b'\n');
+    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    write_atomic(path, &bytes).map_err(|source| Error::Write { path: path.into(), source })
+}
+
+fn auth_error(project: &str, err: RequestError) -> Error {
+    let code = match &err.source {
+        crate::api::ApiError::Status { code, .. } => code.clone().unwrap_or_default(),
+        _ => String::new(),
+    };
+    let message = if code == "unauthorized" || code == "core.webutil.auther" {
+        format!("the API key has no access to project {project} ({})", err.source)
+    } else {
+        format!("the API key was refused ({}); check --api-key or PLAYMENT_API_KEY", err.source)
+    };
+    Error::Auth { message, source: Box::new(err) }
+}
+
+fn summarize(
+    batch_ids: &[String],
+    written: WriterReport,
+    done: Vec<(String, BatchState)>,
+    refused: Vec<Failure>,
+    manifest: &mut Manifest,
+) -> Summary {
+    let mut summary = Summary {
+        batches: batch_ids.len() as u64,
+        jobs_listed: written.jobs_listed,
+        results_written: written.results_written,
+        annotations_written: written.annotations_written,
+        ..Summary::default()
+    };
+    let mut states: std::collections::HashMap<String, BatchState> = done.into_iter().collect();
+    states.extend(written.batches.into_iter().map(|b| (b.batch, b.state)));
+    manifest.failures.clear();
+    for id in batch_ids {
+        let Some(state) = states.remove(id) else { continue };
+        let complete = state.is_complete() && state.failed.is_empty();
+        summary.jobs += state.jobs;
+        summary.batches_complete += u64::from(complete);
+        summary.batches_failed += u64::from(!complete);
+        summary.failed += state.failed.len() as u64;
+        if let Some(error) = &state.listing_error {
+            manifest.failures.push(Failure { batch: id.clone(), job: None, error: error.clone() });
+        }
+        manifest.failures.extend(state.failed.iter().cloned());
+        manifest.batches.insert(
+            id.clone(),
+            BatchCounts {
+                jobs: state.jobs,
+                results: state.results,
+                failed: state.failed.len() as u64,
+                listed: state.listing_done,
+                complete,
+            },
+        );
+    }
+    summary.batches_failed += refused.len() as u64;
+    summary.failed += refused.len() as u64;
+    manifest.failures.extend(refused);
+    summary.failures = manifest.failures.clone();
+    summary
+}
+
+fn write_failures(layout: &Layout, failures: &[Failure]) -> Result<(), Error> {
+    let path = layout.failures();
+    if failures.is_empty() {
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Write { path, source: e }),
+            _ => Ok(()),
+        };
+    }
+    let mut bytes = Vec::new();
+    for f in failures {
+        serde_json::to_writer(&mut bytes, f).expect("failure serializes");
+        bytes.push(b'\n');
+    }
+    write_atomic(&path, &bytes).map_err(|source| Error::Write { path, source })
+}

@@ -1,0 +1,201 @@
+//! How a run tells the outside world what it is doing: the [`Reporter`] trait the library calls,
+//! the final [`Summary`], and the terminal implementation (indicatif bar or plain log lines).
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::api::{ApiError, StatsSnapshot};
+
+/// Progress events. Every method has a no-op default; calls come from several threads.
+pub trait Reporter: Send + Sync {
+    /// The project is known: this many batches to go through, about this many jobs in all.
+    fn on_start(&self, _batches: u64, _expected_jobs: u64) {}
+    /// Jobs already on disk from an earlier run.
+    fn on_resume(&self, _jobs_done: u64) {}
+    /// A listing page was written: this many new jobs.
+    fn on_page(&self, _batch: &str, _new_jobs: u64) {}
+    /// A job's result was written (`ok`) or the job failed for good.
+    fn on_job_done(&self, _ok: bool) {}
+    /// A batch is finished (`ok` = listed and every job written).
+    fn on_batch_done(&self, _batch: &str, _ok: bool) {}
+    /// A request is retried.
+    fn on_retry(&self, _what: &str, _error: &ApiError, _throttled: bool) {}
+    /// Something the user should hear about even in a quiet run (repaired files and the like).
+    fn on_notice(&self, _message: &str) {}
+    /// The run is over.
+    fn on_finish(&self, _summary: &Summary) {}
+}
+
+/// A reporter that says nothing.
+pub struct Silent;
+impl Reporter for Silent {}
+
+/// One failed job or batch.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Failure {
+    pub batch: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    pub error: String,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Summary {
+    /// `complete`, `partial` or `interrupted`.
+    pub state: String,
+    pub batches: u64,
+    pub batches_complete: u64,
+    pub batches_failed: u64,
+    /// Jobs in the listings on disk, over the batches of this run.
+    pub jobs: u64,
+    /// Jobs newly listed by this run.
+    pub jobs_listed: u64,
+    /// Result lines written by this run.
+    pub results_written: u64,
+    /// Annotation documents fetched by this run.
+    pub annotations_written: u64,
+    pub failed: u64,
+    #[serde(flatten)]
+    pub stats: StatsSnapshot,
+    pub elapsed_secs: f64,
+    #[serde(skip)]
+    pub failures: Vec<Failure>,
+    #[serde(skip)]
+    pub interrupted: bool,
+}
+
+/// The terminal reporter: a progress bar on a TTY, a log line every few seconds otherwise,
+/// nothing when quiet.
+pub struct TermReporter {
+    bar: Option<ProgressBar>,
+    plain: bool,
+    quiet: bool,
+    started: Instant,
+    last_line: Mutex<Instant>,
+    done: AtomicU64,
+    failed: AtomicU64,
+    retries: AtomicU64,
+    batches_done: AtomicU64,
+    batches: AtomicU64,
+    expected: AtomicU64,
+}
+
+const PLAIN_EVERY: Duration = Duration::from_secs(10);
+
+impl TermReporter {
+    pub fn new(quiet: bool) -> Self {
+        let tty = std::io::stderr().is_terminal();
+        let bar = (!quiet && tty).then(|| {
+            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} jobs {per_sec} eta {eta} {msg}",
+                )
+                .expect("valid template"),
+            );
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Self {
+            bar,
+            plain: !quiet && !tty,
+            quiet,
+            started: Instant::now(),
+            last_line: Mutex::new(Instant::now()),
+            done: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            batches_done: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            expected: AtomicU64::new(0),
+        }
+    }
+
+    fn message(&self) -> String {
+        format!(
+            "| batches {}/{} | retries {} | failed {}",
+            self.batches_done.load(Ordering::Relaxed),
+            self.batches.load(Ordering::Relaxed),
+            self.retries.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+
+    fn tick(&self) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(self.message());
+        } else if self.plain {
+            let mut last = self.last_line.lock().expect("reporter lock");
+            if last.elapsed() >= PLAIN_EVERY {
+                *last = Instant::now();
+                eprintln!(
+                    "[{:>5.0}s] {}/{} jobs {}",
+                    self.started.elapsed().as_secs_f64(),
+                    self.done.load(Ordering::Relaxed),
+                    self.expected.load(Ordering::Relaxed),
+                    self.message()
+                );
+            }
+        }
+    }
+}
+
+impl Reporter for TermReporter {
+    fn on_start(&self, batches: u64, expected_jobs: u64) {
+        self.batches.store(batches, Ordering::Relaxed);
+        self.expected.store(expected_jobs, Ordering::Relaxed);
+        if let Some(bar) = &self.bar {
+            bar.set_length(expected_jobs);
+        }
+        self.tick();
+    }
+    fn on_resume(&self, jobs_done: u64) {
+        self.done.fetch_add(jobs_done, Ordering::Relaxed);
+        if let Some(bar) = &self.bar {
+            bar.inc(jobs_done);
+        }
+    }
+    fn on_page(&self, _batch: &str, _new_jobs: u64) {
+        self.tick();
+    }
+    fn on_job_done(&self, ok: bool) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(bar) = &self.bar {
+            if bar.position() >= bar.length().unwrap_or(0) {
+                bar.inc_length(1);
+            }
+            bar.inc(1);
+        }
+        self.tick();
+    }
+    fn on_batch_done(&self, _batch: &str, _ok: bool) {
+        self.batches_done.fetch_add(1, Ordering::Relaxed);
+        self.tick();
+    }
+    fn on_retry(&self, _what: &str, _error: &ApiError, _throttled: bool) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+    fn on_notice(&self, message: &str) {
+        if self.quiet {
+            return;
+        }
+        match &self.bar {
+            Some(bar) => bar.println(message),
+            None => eprintln!("{message}"),
+        }
+    }
+    fn on_finish(&self, _summary: &Summary) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(self.message());
+            bar.finish();
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! What an export directory remembers between runs: the manifest, each batch's checkpoint and
+//! how files are recovered from it after a crash, and the lock that keeps two runs apart.
+
+mod batch;
+mod lock;
+mod manifest;
+
+pub use batch::{BatchState, Recovered, complete_state, load_state, recover, save_state};
+pub use lock::DirLock;
+pub use manifest::{BatchCounts, Manifest, RunState, now_rfc3339};
