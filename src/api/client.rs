@@ -59,7 +59,13 @@ pub struct StatsSnapshot {
 impl Stats {
     pub fn snapshot(&self) -> StatsSnapshot {
         let r = |e: Endpoint| self.requests[e as usize].load(Ordering::Relaxed);
-        let per = [r(Endpoint::Details), r(Endpoint::Page), r(Endpoint::Job), r(Endpoint::Attachment), r(Endpoint::Storage)];
+        let per = [
+            r(Endpoint::Details),
+            r(Endpoint::Page),
+            r(Endpoint::Job),
+            r(Endpoint::Attachment),
+            r(Endpoint::Storage),
+        ];
         StatsSnapshot {
             requests: per.iter().sum(),
             details_requests: per[0],
@@ -144,23 +150,29 @@ impl ApiClient {
     /// `data` of the project details.
     pub async fn project_details(&self) -> Result<Box<RawValue>, RequestError> {
         let url = self.url(&["v1", "projects", &self.project, "details"]);
-        self.retrying("project details".into(), || self.get_data(Endpoint::Details, url.clone()))
-            .await
+        self.retrying("project details".into(), || {
+            self.get_data(Endpoint::Details, url.clone())
+        })
+        .await
     }
 
     /// `data` of one page of a batch listing (`token` empty for the first page).
     pub async fn batch_page(&self, batch: &str, token: &str) -> Result<Box<RawValue>, RequestError> {
         let mut url = self.url(&["v1", "projects", &self.project, "batch", batch]);
         url.query_pairs_mut().append_pair("page_token", token);
-        self.retrying(format!("listing batch {batch}"), || self.get_data(Endpoint::Page, url.clone()))
-            .await
+        self.retrying(format!("listing batch {batch}"), || {
+            self.get_data(Endpoint::Page, url.clone())
+        })
+        .await
     }
 
     /// `data` of one job result.
     pub async fn job_result(&self, job: &str) -> Result<Box<RawValue>, RequestError> {
         let url = self.url(&["v1", "projects", &self.project, "jobs", job]);
-        self.retrying(format!("result of job {job}"), || self.get_data(Endpoint::Job, url.clone()))
-            .await
+        self.retrying(format!("result of job {job}"), || {
+            self.get_data(Endpoint::Job, url.clone())
+        })
+        .await
     }
 
     /// The annotation document behind a job's `result` URL, checked to be JSON.
@@ -199,7 +211,10 @@ impl ApiClient {
                 .join(location)
                 .map_err(|e| ApiError::Redirect(format!("unusable Location: {e}")))?;
             if !matches!(target.scheme(), "http" | "https") {
-                return Err(ApiError::Redirect(format!("Location is not http(s): {}", target.scheme())));
+                return Err(ApiError::Redirect(format!(
+                    "Location is not http(s): {}",
+                    target.scheme()
+                )));
             }
             let stored = self.fetch(Endpoint::Storage, &self.storage, target).await?;
             match stored.status {
@@ -207,7 +222,12 @@ impl ApiClient {
                 401 | 403 => return Err(ApiError::Expired(stored.status)),
                 300..=399 => return Err(ApiError::Redirect("storage answered with another redirect".into())),
                 status => {
-                    return Err(ApiError::Status { status, code: None, message: "object storage".into(), retry_after: None });
+                    return Err(ApiError::Status {
+                        status,
+                        code: None,
+                        message: "object storage".into(),
+                        retry_after: None,
+                    });
                 }
             }
         } else if (200..300).contains(&resp.status) {
@@ -229,11 +249,17 @@ impl ApiClient {
     async fn get_data(&self, endpoint: Endpoint, url: Url) -> Result<Box<RawValue>, ApiError> {
         let resp = self.fetch(endpoint, &self.http, url).await?;
         parse_envelope(resp.status, &resp.body).map_err(|e| match e {
-            ApiError::Status { status, code, message, .. } => ApiError::Status {
+            ApiError::Status {
+                status, code, message, ..
+            } => ApiError::Status {
                 status,
                 code,
                 message,
-                retry_after: resp.headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after),
+                retry_after: resp
+                    .headers
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_retry_after),
             },
             other => other,
         })
@@ -288,6 +314,11 @@ impl ApiClient {
                 self.reporter.on_retry(&what, err, is_throttle(err));
             })
             .await
-            .map_err(|source| RequestError { what: what.clone(), retries: retries.get(), elapsed: started.elapsed(), source })
+            .map_err(|source| RequestError {
+                what: what.clone(),
+                retries: retries.get(),
+                elapsed: started.elapsed(),
+                source,
+            })
     }
 }

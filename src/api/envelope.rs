@@ -66,7 +66,11 @@ fn value_text(v: serde_json::Value) -> String {
 fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(80)]);
     let text: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    if text.trim().is_empty() { "<empty>".into() } else { text.trim().to_owned() }
+    if text.trim().is_empty() {
+        "<empty>".into()
+    } else {
+        text.trim().to_owned()
+    }
 }
 
 #[derive(Deserialize)]
@@ -77,7 +81,8 @@ struct IdOnly<'a> {
 
 /// The ID of a job or batch object: it must be a JSON string.
 fn object_id(raw: &RawValue) -> Result<String, ApiError> {
-    let obj: IdOnly<'_> = serde_json::from_str(raw.get()).map_err(|e| ApiError::Shape(format!("object without `id`: {e}")))?;
+    let obj: IdOnly<'_> =
+        serde_json::from_str(raw.get()).map_err(|e| ApiError::Shape(format!("object without `id`: {e}")))?;
     match serde_json::from_str::<serde_json::Value>(obj.id.get()) {
         Ok(serde_json::Value::String(s)) => Ok(s),
         _ => Err(ApiError::Shape(format!("`id` is not a string: {}", obj.id.get()))),
@@ -93,11 +98,7 @@ struct DetailsShape {
 pub fn parse_details(data: &RawValue) -> Result<Vec<(String, Box<RawValue>)>, ApiError> {
     let shape: DetailsShape =
         serde_json::from_str(data.get()).map_err(|e| ApiError::Shape(format!("project details: {e}")))?;
-    shape
-        .batches
-        .into_iter()
-        .map(|b| Ok((object_id(&b)?, b)))
-        .collect()
+    shape.batches.into_iter().map(|b| Ok((object_id(&b)?, b))).collect()
 }
 
 /// One page of a batch listing.
@@ -119,8 +120,7 @@ struct PageShape {
 
 /// Parse the `data` of a batch-jobs page.
 pub fn parse_page(data: &RawValue) -> Result<BatchPage, ApiError> {
-    let shape: PageShape =
-        serde_json::from_str(data.get()).map_err(|e| ApiError::Shape(format!("batch page: {e}")))?;
+    let shape: PageShape = serde_json::from_str(data.get()).map_err(|e| ApiError::Shape(format!("batch page: {e}")))?;
     let jobs = shape
         .jobs
         .unwrap_or_default()
@@ -146,7 +146,11 @@ mod tests {
         let body = br#"{"success": false, "error": {"code": "FS_0000", "message": "try again"}}"#;
         for status in [200, 400] {
             match parse_envelope(status, body) {
-                Err(ApiError::Status { code: Some(c), status: s, .. }) => {
+                Err(ApiError::Status {
+                    code: Some(c),
+                    status: s,
+                    ..
+                }) => {
                     assert_eq!(c, "FS_0000");
                     assert_eq!(s, status);
                 }
@@ -157,12 +161,18 @@ mod tests {
 
     #[test]
     fn truncated_json_is_a_body_error_and_html_keeps_its_status() {
-        assert!(matches!(parse_envelope(200, br#"{"data": {"a": 1"#), Err(ApiError::Body(_))));
+        assert!(matches!(
+            parse_envelope(200, br#"{"data": {"a": 1"#),
+            Err(ApiError::Body(_))
+        ));
         assert!(matches!(
             parse_envelope(502, b"<html>Bad Gateway</html>"),
             Err(ApiError::Status { status: 502, .. })
         ));
-        assert!(matches!(parse_envelope(200, br#"{"success": true}"#), Err(ApiError::Shape(_))));
+        assert!(matches!(
+            parse_envelope(200, br#"{"success": true}"#),
+            Err(ApiError::Shape(_))
+        ));
     }
 
     #[test]

@@ -9,6 +9,11 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
+/// The burst allowed at `rps`: a twentieth of a second's worth, at least one request.
+pub const fn burst(rps: u32) -> u32 {
+    if rps / 20 > 1 { rps / 20 } else { 1 }
+}
+
 /// Requests in flight, cool-down and rate, shared by every endpoint.
 pub struct Limiter {
     permits: Semaphore,
@@ -21,7 +26,7 @@ impl Limiter {
     /// so no one-second window sees much more than `rps`.
     pub fn new(concurrency: usize, rps: u32) -> Self {
         let rate = NonZeroU32::new(rps).map(|r| {
-            let burst = NonZeroU32::new((rps / 20).max(1)).expect("max(1) is non-zero");
+            let burst = NonZeroU32::new(burst(rps)).expect("burst is at least 1");
             RateLimiter::direct(Quota::per_second(r).allow_burst(burst))
         });
         Self {

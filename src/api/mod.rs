@@ -10,5 +10,5 @@ mod retry;
 pub use client::{ApiClient, Endpoint, Stats, StatsSnapshot};
 pub use envelope::{BatchPage, parse_details, parse_envelope, parse_page};
 pub use error::{ApiError, RequestError};
-pub use limiter::Limiter;
+pub use limiter::{Limiter, burst};
 pub use retry::{is_fatal, is_transient, retry_after};

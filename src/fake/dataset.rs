@@ -22,7 +22,14 @@ pub struct DatasetSpec {
 
 impl Default for DatasetSpec {
     fn default() -> Self {
-        Self { seed: 1, project: "demo-project".into(), batches: 8, jobs: 1_000, page_size: 100, hostile_ids: false }
+        Self {
+            seed: 1,
+            project: "demo-project".into(),
+            batches: 8,
+            jobs: 1_000,
+            page_size: 100,
+            hostile_ids: false,
+        }
     }
 }
 
@@ -62,7 +69,11 @@ impl Dataset {
             let total: u64 = weights.iter().sum();
             let mut given = 0;
             for (i, &b) in free.iter().enumerate() {
-                let share = if i + 1 == free.len() { left - given } else { (left as u64 * weights[i] / total) as usize };
+                let share = if i + 1 == free.len() {
+                    left - given
+                } else {
+                    (left as u64 * weights[i] / total) as usize
+                };
                 sizes[b] = share;
                 given += share;
             }
@@ -105,7 +116,7 @@ impl Dataset {
         let done = (0..n).filter(|&j| completed(j)).count();
         json!({
             "id": self.ids[b],
-            "name": if b % 2 == 0 { format!("Batch {b}") } else { format!("Lot {b} – 车辆 🚗") },
+            "name": if b.is_multiple_of(2) { format!("Batch {b}") } else { format!("Lot {b} – 车辆 🚗") },
             "description": if b == 0 { "empty on purpose".to_string() } else { format!("jobs created for run {b}") },
             "is_default": b == 0,
             "total_jobs": n,
@@ -129,7 +140,13 @@ impl Dataset {
             return HOSTILE_JOB.into();
         }
         let h = mix(self.spec.seed ^ ((b as u64) << 40) ^ j as u64);
-        format!("{:08x}-{b:04x}-{:04x}-{:04x}-{:012x}", h >> 32, j >> 16, j & 0xffff, h & 0xffff_ffff_ffff)
+        format!(
+            "{:08x}-{b:04x}-{:04x}-{:04x}-{:012x}",
+            h >> 32,
+            j >> 16,
+            j & 0xffff,
+            h & 0xffff_ffff_ffff
+        )
     }
 
     /// `(batch, job index)` of a job id, if this dataset has it.
@@ -148,7 +165,7 @@ impl Dataset {
         let id = self.job_id(b, j);
         let mut job = json!({
             "id": id,
-            "reference_id": if j % 5 == 0 { format!("réf-{b}-{j}-画像") } else { format!("{:03}", j + 1) },
+            "reference_id": if j.is_multiple_of(5) { format!("réf-{b}-{j}-画像") } else { format!("{:03}", j + 1) },
             "status": if completed(j) { "completed" } else { "labelling" },
             "frames": 1 + j % 3,
             "annotations": if completed(j) { 1 + j % 4 } else { 0 },
@@ -168,22 +185,27 @@ impl Dataset {
     pub fn page(&self, b: usize, token: &str) -> Option<Value> {
         let size = self.spec.page_size.max(1);
         let n = self.batch_size(b);
-        let page = if token.is_empty() { 0 } else { token.parse::<u64>().ok()?.checked_sub(TOKEN_BASE)? as usize };
+        let page = if token.is_empty() {
+            0
+        } else {
+            token.parse::<u64>().ok()?.checked_sub(TOKEN_BASE)? as usize
+        };
         let pages = n.div_ceil(size).max(1);
         // A batch that ends on a full page answers one more, empty page.
-        let trailing_empty = n > 0 && n % size == 0 && b % 2 == 1;
+        let trailing_empty = n > 0 && n.is_multiple_of(size) && b % 2 == 1;
         if page > pages || (page == pages && !trailing_empty) {
             return None;
         }
         let mut start = (page * size).min(n);
         let end = ((page + 1) * size).min(n);
         // Even batches repeat the previous page's last job at the top of the next page.
-        if b % 2 == 0 && page > 0 && start < end {
+        if b.is_multiple_of(2) && page > 0 && start < end {
             start -= 1;
         }
         let jobs: Vec<Value> = (start..end).map(|j| self.job(b, j)).collect();
         let more = page + 1 < pages || (page + 1 == pages && trailing_empty);
-        let mut data = json!({"id": self.ids[b], "project_id": self.spec.project, "name": format!("Batch {b}"), "jobs": jobs});
+        let mut data =
+            json!({"id": self.ids[b], "project_id": self.spec.project, "name": format!("Batch {b}"), "jobs": jobs});
         if more {
             data["next_page_token"] = json!((TOKEN_BASE + page as u64 + 1).to_string());
         } else {
@@ -230,7 +252,14 @@ fn completed(j: usize) -> bool {
 
 fn batch_id(seed: u64, b: usize) -> String {
     let h = mix(seed.wrapping_mul(31) ^ 0xba7c ^ (b as u64) << 20);
-    format!("{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}", h >> 32, b, (h >> 20) & 0xfff, (h >> 8) & 0xfff, mix(h) & 0xffff_ffff_ffff)
+    format!(
+        "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+        h >> 32,
+        b,
+        (h >> 20) & 0xfff,
+        (h >> 8) & 0xfff,
+        mix(h) & 0xffff_ffff_ffff
+    )
 }
 
 #[cfg(test)]
@@ -239,7 +268,11 @@ mod tests {
 
     #[test]
     fn every_job_is_found_by_its_id_and_batches_are_uneven() {
-        let d = Dataset::new(DatasetSpec { jobs: 2_000, batches: 6, ..DatasetSpec::default() });
+        let d = Dataset::new(DatasetSpec {
+            jobs: 2_000,
+            batches: 6,
+            ..DatasetSpec::default()
+        });
         assert_eq!(d.total_jobs(), 2_000);
         assert_eq!(d.batch_size(0), 0);
         assert_eq!(d.batch_size(1), 100);

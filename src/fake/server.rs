@@ -60,6 +60,8 @@ pub struct Faults {
     pub retry_after_secs: u64,
     /// Send `Retry-After` as an HTTP date instead of seconds.
     pub retry_after_as_date: bool,
+    /// Only requests whose path contains this get faults (all when `None`).
+    pub only_path: Option<String>,
 }
 
 /// Everything the fake serves and how.
@@ -112,7 +114,10 @@ pub struct Counters {
 impl Counters {
     /// All API requests (storage excluded).
     pub fn api_requests(&self) -> u64 {
-        [&self.details, &self.pages, &self.jobs, &self.attachments].iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        [&self.details, &self.pages, &self.jobs, &self.attachments]
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 
     pub fn snapshot(&self) -> Value {
@@ -168,7 +173,9 @@ impl FakeApi {
         let base_url = Url::parse(&format!("http://{}", api.local_addr()?)).expect("valid URL");
         let storage_url = Url::parse(&format!("http://{}", storage.local_addr()?)).expect("valid URL");
         let limit = config.server_rps.and_then(NonZeroU32::new).map(|r| {
-            RateLimiter::direct(Quota::per_second(r).allow_burst(NonZeroU32::new((r.get() / 10).max(1)).expect("non-zero")))
+            RateLimiter::direct(
+                Quota::per_second(r).allow_burst(NonZeroU32::new((r.get() / 10).max(1)).expect("non-zero")),
+            )
         });
         let shared = Arc::new(Shared {
             dataset: Dataset::new(config.dataset.clone()),
@@ -184,7 +191,11 @@ impl FakeApi {
         });
         tokio::spawn(serve(api, shared.clone(), false));
         tokio::spawn(serve(storage, shared.clone(), true));
-        Ok(Self { base_url, storage_url, shared })
+        Ok(Self {
+            base_url,
+            storage_url,
+            shared,
+        })
     }
 
     pub fn counters(&self) -> &Counters {
@@ -283,7 +294,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, storage: bool) -> R
     };
     if req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) != Some(shared.config.api_key.as_str()) {
         counters.auth_failures.fetch_add(1, Ordering::Relaxed);
-        return Ok(error(StatusCode::BAD_REQUEST, "auth-failure", "The authentication key provided is incorrect"));
+        return Ok(error(
+            StatusCode::BAD_REQUEST,
+            "auth-failure",
+            "The authentication key provided is incorrect",
+        ));
     }
     if let Some(limit) = &shared.limit
         && limit.check().is_err()
@@ -308,9 +323,11 @@ fn route(shared: &Shared, segments: &[&str], params: &HashMap<String, String>) -
     let ok = |data: Value, pretty: bool| json_response(StatusCode::OK, &json!({"data": data, "success": true}), pretty);
     let project_ok = |p: &str| p == d.spec.project;
     match segments {
-        ["v1", "projects", p, ..] if !project_ok(p) => {
-            error(StatusCode::BAD_REQUEST, "unauthorized", "You do not have access to this project")
-        }
+        ["v1", "projects", p, ..] if !project_ok(p) => error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized",
+            "You do not have access to this project",
+        ),
         ["v1", "projects", _, "details"] => ok(d.details(), pretty),
         ["v1", "projects", _, "batch", batch] => {
             let Some(b) = d.batch_index(batch) else {
@@ -333,7 +350,9 @@ fn route(shared: &Shared, segments: &[&str], params: &HashMap<String, String>) -
                     let n = shared.draws.fetch_add(1, Ordering::Relaxed);
                     let mut loc = shared.storage_base.clone();
                     loc.set_path(&format!("/signed/{job}.json"));
-                    loc.query_pairs_mut().append_pair("X-Signature", &format!("{:016x}", mix(n))).append_pair("Expires", "300");
+                    loc.query_pairs_mut()
+                        .append_pair("X-Signature", &format!("{:016x}", mix(n)))
+                        .append_pair("Expires", "300");
                     Response::builder()
                         .status(StatusCode::FOUND)
                         .header("location", loc.as_str())
@@ -356,7 +375,12 @@ fn serve_storage(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
     if req.headers().contains_key("referer") {
         c.storage_saw_referer.store(true, Ordering::SeqCst);
     }
-    let job = req.uri().path().trim_start_matches("/signed/").trim_end_matches(".json").to_owned();
+    let job = req
+        .uri()
+        .path()
+        .trim_start_matches("/signed/")
+        .trim_end_matches(".json")
+        .to_owned();
     let Some((b, j)) = shared.dataset.locate(&job) else {
         return plain(StatusCode::NOT_FOUND, "NoSuchKey");
     };
@@ -366,7 +390,10 @@ fn serve_storage(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
         if *n < shared.config.faults.expire_first {
             *n += 1;
             c.faults.fetch_add(1, Ordering::Relaxed);
-            return plain(StatusCode::FORBIDDEN, "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>");
+            return plain(
+                StatusCode::FORBIDDEN,
+                "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>",
+            );
         }
     }
     json_response(StatusCode::OK, &shared.dataset.document(b, j), j % 3 == 0)
@@ -374,6 +401,9 @@ fn serve_storage(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
 
 fn draw_fault(shared: &Shared, key: &str) -> Option<FaultKind> {
     let faults = &shared.config.faults;
+    if faults.only_path.as_deref().is_some_and(|p| !key.contains(p)) {
+        return None;
+    }
     if let Some((kind, n)) = faults.fail_first {
         let mut attempts = shared.attempts.lock().expect("attempts lock");
         let seen = attempts.entry(key.to_owned()).or_default();
@@ -406,15 +436,26 @@ async fn inject(shared: &Shared, fault: FaultKind) -> Result<Response<Body>, std
         FaultKind::Html502 => Response::builder()
             .status(StatusCode::BAD_GATEWAY)
             .header("content-type", "text/html")
-            .body(full(Bytes::from_static(b"<html><head><title>502 Bad Gateway</title></head><body>Bad Gateway</body></html>")))
+            .body(full(Bytes::from_static(
+                b"<html><head><title>502 Bad Gateway</title></head><body>Bad Gateway</body></html>",
+            )))
             .expect("valid response"),
-        FaultKind::Reset => return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected reset")),
+        FaultKind::Reset => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "injected reset",
+            ));
+        }
         FaultKind::Truncate => {
-            let body = serde_json::to_vec(&json!({"data": {"padding": "x".repeat(200)}, "success": true})).expect("json");
+            let body =
+                serde_json::to_vec(&json!({"data": {"padding": "x".repeat(200)}, "success": true})).expect("json");
             let half = Bytes::copy_from_slice(&body[..body.len() / 2]);
             let stream = futures::stream::iter(vec![
                 Ok(Frame::data(half)),
-                Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "injected truncation")),
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "injected truncation",
+                )),
             ]);
             Response::builder()
                 .status(StatusCode::OK)
@@ -437,16 +478,26 @@ fn too_many(faults: &Faults) -> Response<Body> {
         faults.retry_after_secs.to_string()
     };
     let mut resp = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests");
-    resp.headers_mut().insert("retry-after", value.parse().expect("valid header"));
+    resp.headers_mut()
+        .insert("retry-after", value.parse().expect("valid header"));
     resp
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    json_response(status, &json!({"success": false, "error": {"code": code, "message": message}}), false)
+    json_response(
+        status,
+        &json!({"success": false, "error": {"code": code, "message": message}}),
+        false,
+    )
 }
 
 fn json_response(status: StatusCode, value: &Value, pretty: bool) -> Response<Body> {
-    let body = if pretty { serde_json::to_vec_pretty(value) } else { serde_json::to_vec(value) }.expect("json");
+    let body = if pretty {
+        serde_json::to_vec_pretty(value)
+    } else {
+        serde_json::to_vec(value)
+    }
+    .expect("json");
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
@@ -455,7 +506,10 @@ fn json_response(status: StatusCode, value: &Value, pretty: bool) -> Response<Bo
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
-    Response::builder().status(status).body(full(Bytes::from_static(text.as_bytes()))).expect("valid response")
+    Response::builder()
+        .status(status)
+        .body(full(Bytes::from_static(text.as_bytes())))
+        .expect("valid response")
 }
 
 fn full(bytes: Bytes) -> Body {

@@ -13,7 +13,9 @@ pub fn is_safe_id(id: &str) -> bool {
         && id.len() <= MAX_ID_LEN
         && id != "."
         && id != ".."
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// The layout of one export directory.
@@ -47,7 +49,9 @@ impl Layout {
     /// The directory of a batch. The caller has checked the ID with [`is_safe_id`].
     pub fn batch(&self, batch: &str) -> BatchLayout {
         debug_assert!(is_safe_id(batch));
-        BatchLayout { dir: self.batches().join(batch) }
+        BatchLayout {
+            dir: self.batches().join(batch),
+        }
     }
 }
 
@@ -89,10 +93,26 @@ mod tests {
 
     #[test]
     fn only_plain_segments_are_safe() {
-        for ok in ["27f8303e-69fd-4b54-a4e9-63456571e195", "fdda8970-dr3d-4978-9ce3-e80654d8078c", "a.b_c"] {
+        for ok in [
+            "27f8303e-69fd-4b54-a4e9-63456571e195",
+            "fdda8970-dr3d-4978-9ce3-e80654d8078c",
+            "a.b_c",
+        ] {
             assert!(is_safe_id(ok), "{ok}");
         }
-        for bad in ["", ".", "..", "../x", "a/b", "a\\b", "/etc", "ü", "a b", "a\0b", &"x".repeat(129)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "a\\b",
+            "/etc",
+            "ü",
+            "a b",
+            "a\0b",
+            &"x".repeat(129),
+        ] {
             assert!(!is_safe_id(bad), "{bad:?}");
         }
     }

@@ -28,11 +28,23 @@ pub enum WriteOp {
     /// A batch's recovered files; must come before any other op of the batch.
     Attach { batch: String, recovered: Box<Recovered> },
     /// New jobs of one listing page, as NDJSON lines. `last` ends the listing.
-    Page { batch: String, lines: Vec<u8>, new_jobs: u64, next_page_token: Option<String>, last: bool },
+    Page {
+        batch: String,
+        lines: Vec<u8>,
+        new_jobs: u64,
+        next_page_token: Option<String>,
+        last: bool,
+    },
     /// The listing stopped for good in this run.
     ListingFailed { batch: String, error: String },
     /// A job's result line, and its annotation document for `annotations/{job}.json`.
-    Result { batch: String, job: String, line: Vec<u8>, annotation_file: Option<Bytes>, annotated: bool },
+    Result {
+        batch: String,
+        job: String,
+        line: Vec<u8>,
+        annotation_file: Option<Bytes>,
+        annotated: bool,
+    },
     /// A job failed after its retries.
     JobFailed { batch: String, job: String, error: String },
 }
@@ -83,7 +95,10 @@ impl OpenBatch {
 fn sync(file: &mut BufWriter<File>, path: &Path) -> Result<(), Error> {
     file.flush()
         .and_then(|()| file.get_ref().sync_data())
-        .map_err(|source| Error::Write { path: path.into(), source })
+        .map_err(|source| Error::Write {
+            path: path.into(),
+            source,
+        })
 }
 
 /// The writer thread's state.
@@ -97,7 +112,13 @@ pub struct Writer {
 
 impl Writer {
     pub fn new(layout: Layout, reporter: Arc<dyn Reporter>) -> Self {
-        Self { layout, reporter, open: HashMap::new(), report: WriterReport::default(), last_commit: Instant::now() }
+        Self {
+            layout,
+            reporter,
+            open: HashMap::new(),
+            report: WriterReport::default(),
+            last_commit: Instant::now(),
+        }
     }
 
     /// Write everything the channel brings until every sender is gone. On an error, cancel the
@@ -130,7 +151,9 @@ impl Writer {
     }
 
     fn batch(&mut self, batch: &str) -> &mut OpenBatch {
-        self.open.get_mut(batch).expect("a batch is attached before it is written")
+        self.open
+            .get_mut(batch)
+            .expect("a batch is attached before it is written")
     }
 
     fn apply(&mut self, op: WriteOp) -> Result<(), Error> {
@@ -150,9 +173,18 @@ impl Writer {
                 self.open.insert(batch.clone(), ob);
                 self.close_if_finished(&batch)?;
             }
-            WriteOp::Page { batch, lines, new_jobs, next_page_token, last } => {
+            WriteOp::Page {
+                batch,
+                lines,
+                new_jobs,
+                next_page_token,
+                last,
+            } => {
                 let ob = self.batch(&batch);
-                ob.jobs.write_all(&lines).map_err(|source| Error::Write { path: ob.files.jobs(), source })?;
+                ob.jobs.write_all(&lines).map_err(|source| Error::Write {
+                    path: ob.files.jobs(),
+                    source,
+                })?;
                 ob.work.jobs += new_jobs;
                 ob.work.jobs_bytes += lines.len() as u64;
                 ob.work.pages += 1;
@@ -173,14 +205,23 @@ impl Writer {
                 ob.dirty = true;
                 self.close_if_finished(&batch)?;
             }
-            WriteOp::Result { batch, job, line, annotation_file, annotated } => {
+            WriteOp::Result {
+                batch,
+                job,
+                line,
+                annotation_file,
+                annotated,
+            } => {
                 let ob = self.batch(&batch);
                 if let Some(doc) = annotation_file {
                     // The document is in place before the line that says the job is done.
                     let path = ob.files.annotation(&job);
                     write_atomic(&path, &doc).map_err(|source| Error::Write { path, source })?;
                 }
-                ob.results.write_all(&line).map_err(|source| Error::Write { path: ob.files.results(), source })?;
+                ob.results.write_all(&line).map_err(|source| Error::Write {
+                    path: ob.files.results(),
+                    source,
+                })?;
                 ob.work.results += 1;
                 ob.work.results_bytes += line.len() as u64;
                 ob.dirty = true;
@@ -191,7 +232,11 @@ impl Writer {
             }
             WriteOp::JobFailed { batch, job, error } => {
                 let ob = self.batch(&batch);
-                ob.work.failed.push(Failure { batch: batch.clone(), job: Some(job), error });
+                ob.work.failed.push(Failure {
+                    batch: batch.clone(),
+                    job: Some(job),
+                    error,
+                });
                 ob.dirty = true;
                 self.reporter.on_job_done(false);
                 self.close_if_finished(&batch)?;
@@ -212,7 +257,10 @@ impl Writer {
         ob.commit()?;
         let ok = ob.work.is_complete() && ob.work.failed.is_empty();
         self.reporter.on_batch_done(batch, ok);
-        self.report.batches.push(BatchReport { batch: batch.to_owned(), state: ob.work });
+        self.report.batches.push(BatchReport {
+            batch: batch.to_owned(),
+            state: ob.work,
+        });
         Ok(())
     }
 

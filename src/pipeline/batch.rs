@@ -30,7 +30,9 @@ pub(crate) async fn export_batch(ctx: Arc<Ctx>, id: String, summary: Box<RawValu
     let opened = {
         let ctx = ctx.clone();
         let id = id.clone();
-        tokio::task::spawn_blocking(move || open_batch(&ctx, &id, &summary)).await.expect("recovery does not panic")
+        tokio::task::spawn_blocking(move || open_batch(&ctx, &id, &summary))
+            .await
+            .expect("recovery does not panic")
     };
     let recovered = match opened {
         Ok(Opened::Complete(state)) => {
@@ -53,7 +55,15 @@ pub(crate) async fn export_batch(ctx: Arc<Ctx>, id: String, summary: Box<RawValu
     let pending = std::mem::take(&mut recovered.pending);
     let listing_done = recovered.state.listing_done;
     let token = recovered.state.next_page_token.clone().unwrap_or_default();
-    if ctx.writer.send(WriteOp::Attach { batch: id.clone(), recovered }).await.is_err() {
+    if ctx
+        .writer
+        .send(WriteOp::Attach {
+            batch: id.clone(),
+            recovered,
+        })
+        .await
+        .is_err()
+    {
         return;
     }
     for job in pending {
@@ -73,7 +83,10 @@ enum Opened {
 
 fn open_batch(ctx: &Ctx, id: &str, summary: &RawValue) -> Result<Opened, Error> {
     let files = ctx.layout.batch(id);
-    let io = |source| Error::Write { path: files.dir().into(), source };
+    let io = |source| Error::Write {
+        path: files.dir().into(),
+        source,
+    };
     if let Some(state) = complete_state(&ctx.layout, id).map_err(io)? {
         write_if_changed(&files.summary(), summary.get())?;
         return Ok(Opened::Complete(state));
@@ -94,7 +107,13 @@ async fn queue(ctx: &Ctx, jobs: &mpsc::Sender<JobTask>, batch: &Arc<str>, job: S
 
 /// List pages from `token` on. Each page's new jobs are written before they are queued, so a
 /// result never reaches the writer before its job's line.
-async fn list(ctx: &Ctx, batch: &Arc<str>, mut token: String, known: &mut HashSet<String>, jobs: &mpsc::Sender<JobTask>) {
+async fn list(
+    ctx: &Ctx,
+    batch: &Arc<str>,
+    mut token: String,
+    known: &mut HashSet<String>,
+    jobs: &mpsc::Sender<JobTask>,
+) {
     let mut seen_tokens = HashSet::new();
     loop {
         let data = tokio::select! {
@@ -111,7 +130,13 @@ async fn list(ctx: &Ctx, batch: &Arc<str>, mut token: String, known: &mut HashSe
         let page = match page {
             Ok(page) => page,
             Err(error) => {
-                let _ = ctx.writer.send(WriteOp::ListingFailed { batch: batch.to_string(), error }).await;
+                let _ = ctx
+                    .writer
+                    .send(WriteOp::ListingFailed {
+                        batch: batch.to_string(),
+                        error,
+                    })
+                    .await;
                 return;
             }
         };
@@ -126,7 +151,9 @@ async fn list(ctx: &Ctx, batch: &Arc<str>, mut token: String, known: &mut HashSe
         }
         // An empty page ends the listing whatever its token says.
         let next = page.next_page_token.filter(|_| !page.jobs.is_empty());
-        let looped = next.as_ref().is_some_and(|t| !seen_tokens.insert(t.clone()) || *t == token);
+        let looped = next
+            .as_ref()
+            .is_some_and(|t| !seen_tokens.insert(t.clone()) || *t == token);
         let last = next.is_none() || looped;
         let op = WriteOp::Page {
             batch: batch.to_string(),
@@ -145,7 +172,13 @@ async fn list(ctx: &Ctx, batch: &Arc<str>, mut token: String, known: &mut HashSe
         }
         if looped {
             let error = format!("the listing repeats page token {:?}; stopped", next.unwrap_or_default());
-            let _ = ctx.writer.send(WriteOp::ListingFailed { batch: batch.to_string(), error }).await;
+            let _ = ctx
+                .writer
+                .send(WriteOp::ListingFailed {
+                    batch: batch.to_string(),
+                    error,
+                })
+                .await;
             return;
         }
         if last {

@@ -68,8 +68,10 @@ pub async fn run(config: Config, reporter: Arc<dyn Reporter>, cancel: Cancellati
     let started = Instant::now();
     validate(&config)?;
     let layout = Layout::new(&config.out);
-    std::fs::create_dir_all(layout.root())
-        .map_err(|source| Error::OutputDir { path: layout.root().into(), source })?;
+    std::fs::create_dir_all(layout.root()).map_err(|source| Error::OutputDir {
+        path: layout.root().into(),
+        source,
+    })?;
     let _lock = DirLock::acquire(&layout)?;
     let mut manifest = open_manifest(&config, &layout)?;
     let client = ApiClient::new(&config, reporter.clone()).map_err(Error::Client)?;
@@ -82,17 +84,27 @@ pub async fn run(config: Config, reporter: Arc<dyn Reporter>, cancel: Cancellati
         if is_fatal(&e.source) {
             auth_error(&config.project, e)
         } else {
-            Error::FetchProject { project: config.project.clone(), source: Box::new(e) }
+            Error::FetchProject {
+                project: config.project.clone(),
+                source: Box::new(e),
+            }
         }
     })?;
     let batches = parse_details(&details).map_err(|source| Error::FetchProject {
         project: config.project.clone(),
-        source: Box::new(RequestError { what: "project details".into(), retries: 0, elapsed: started.elapsed(), source }),
+        source: Box::new(RequestError {
+            what: "project details".into(),
+            retries: 0,
+            elapsed: started.elapsed(),
+            source,
+        }),
     })?;
     let batches = select_batches(&config, batches)?;
     write_if_changed(&layout.project(), details.get())?;
-    std::fs::create_dir_all(layout.batches())
-        .map_err(|source| Error::OutputDir { path: layout.batches(), source })?;
+    std::fs::create_dir_all(layout.batches()).map_err(|source| Error::OutputDir {
+        path: layout.batches(),
+        source,
+    })?;
 
     manifest.state = RunState::Running;
     manifest.finished_at = None;
@@ -120,8 +132,15 @@ pub async fn run(config: Config, reporter: Arc<dyn Reporter>, cancel: Cancellati
     });
     crawl(&ctx, batches).await;
 
-    let Ctx { writer: write_tx, layout, client, fatal, done, refused, .. } =
-        Arc::into_inner(ctx).expect("every task of the run has ended");
+    let Ctx {
+        writer: write_tx,
+        layout,
+        client,
+        fatal,
+        done,
+        refused,
+        ..
+    } = Arc::into_inner(ctx).expect("every task of the run has ended");
     drop(write_tx);
     let written = writer.await.expect("the writer thread does not panic");
     let fatal = fatal.into_inner().expect("fatal lock");
@@ -154,7 +173,11 @@ pub async fn run(config: Config, reporter: Arc<dyn Reporter>, cancel: Cancellati
         "partial"
     }
     .into();
-    manifest.state = if complete { RunState::Complete } else { RunState::Partial };
+    manifest.state = if complete {
+        RunState::Complete
+    } else {
+        RunState::Partial
+    };
     manifest.finished_at = Some(crate::state::now_rfc3339());
     write_failures(&layout, &manifest.failures)?;
     manifest.save(&layout.manifest())?;
@@ -198,10 +221,15 @@ fn validate(config: &Config) -> Result<(), Error> {
         )));
     }
     if let Some(b) = config.batches.iter().find(|b| !is_safe_id(b)) {
-        return Err(Error::Config(format!("batch id {b:?} is not valid: use letters, digits, '-', '_' or '.'")));
+        return Err(Error::Config(format!(
+            "batch id {b:?} is not valid: use letters, digits, '-', '_' or '.'"
+        )));
     }
     if !matches!(config.base_url.scheme(), "http" | "https") || config.base_url.cannot_be_a_base() {
-        return Err(Error::Config(format!("base URL {} is not an http(s) URL", config.base_url)));
+        return Err(Error::Config(format!(
+            "base URL {} is not an http(s) URL",
+            config.base_url
+        )));
     }
     if config.concurrency == 0 {
         return Err(Error::Config("--concurrency must be at least 1".into()));
@@ -229,17 +257,31 @@ fn open_manifest(config: &Config, layout: &Layout) -> Result<Manifest, Error> {
             existing.annotations.as_str()
         )));
     }
-    Ok(Manifest { state: RunState::Running, started_at: fresh.started_at, tool_version: fresh.tool_version, ..existing })
+    Ok(Manifest {
+        state: RunState::Running,
+        started_at: fresh.started_at,
+        tool_version: fresh.tool_version,
+        ..existing
+    })
 }
 
-fn select_batches(config: &Config, batches: Vec<(String, Box<RawValue>)>) -> Result<Vec<(String, Box<RawValue>)>, Error> {
+fn select_batches(
+    config: &Config,
+    batches: Vec<(String, Box<RawValue>)>,
+) -> Result<Vec<(String, Box<RawValue>)>, Error> {
     if config.batches.is_empty() {
         return Ok(batches);
     }
     if let Some(missing) = config.batches.iter().find(|b| !batches.iter().any(|(id, _)| id == *b)) {
-        return Err(Error::UnknownBatch { project: config.project.clone(), batch: missing.clone() });
+        return Err(Error::UnknownBatch {
+            project: config.project.clone(),
+            batch: missing.clone(),
+        });
     }
-    Ok(batches.into_iter().filter(|(id, _)| config.batches.contains(id)).collect())
+    Ok(batches
+        .into_iter()
+        .filter(|(id, _)| config.batches.contains(id))
+        .collect())
 }
 
 fn summary_total_jobs(summary: &RawValue) -> u64 {
@@ -248,7 +290,10 @@ fn summary_total_jobs(summary: &RawValue) -> u64 {
         #[serde(default)]
         total_jobs: Option<u64>,
     }
-    serde_json::from_str::<Total>(summary.get()).ok().and_then(|t| t.total_jobs).unwrap_or(0)
+    serde_json::from_str::<Total>(summary.get())
+        .ok()
+        .and_then(|t| t.total_jobs)
+        .unwrap_or(0)
 }
 
 /// Replace `path` with `json` (pretty-printed server text kept as it came) unless it already holds it.
@@ -258,7 +303,10 @@ pub(crate) fn write_if_changed(path: &std::path::Path, json: &str) -> Result<(),
     if std::fs::read(path).is_ok_and(|old| old == bytes) {
         return Ok(());
     }
-    write_atomic(path, &bytes).map_err(|source| Error::Write { path: path.into(), source })
+    write_atomic(path, &bytes).map_err(|source| Error::Write {
+        path: path.into(),
+        source,
+    })
 }
 
 fn auth_error(project: &str, err: RequestError) -> Error {
@@ -269,9 +317,15 @@ fn auth_error(project: &str, err: RequestError) -> Error {
     let message = if code == "unauthorized" || code == "core.webutil.auther" {
         format!("the API key has no access to project {project} ({})", err.source)
     } else {
-        format!("the API key was refused ({}); check --api-key or PLAYMENT_API_KEY", err.source)
+        format!(
+            "the API key was refused ({}); check --api-key or PLAYMENT_API_KEY",
+            err.source
+        )
     };
-    Error::Auth { message, source: Box::new(err) }
+    Error::Auth {
+        message,
+        source: Box::new(err),
+    }
 }
 
 fn summarize(
@@ -299,7 +353,11 @@ fn summarize(
         summary.batches_failed += u64::from(!complete);
         summary.failed += state.failed.len() as u64;
         if let Some(error) = &state.listing_error {
-            manifest.failures.push(Failure { batch: id.clone(), job: None, error: error.clone() });
+            manifest.failures.push(Failure {
+                batch: id.clone(),
+                job: None,
+                error: error.clone(),
+            });
         }
         manifest.failures.extend(state.failed.iter().cloned());
         manifest.batches.insert(

@@ -91,7 +91,9 @@ struct ResultHead<'a> {
 /// The state of a batch that needs no work, without opening its files; `None` if it needs work.
 pub fn complete_state(layout: &Layout, batch: &str) -> io::Result<Option<BatchState>> {
     let files = layout.batch(batch);
-    let Some(state) = load_state(&files.state())? else { return Ok(None) };
+    let Some(state) = load_state(&files.state())? else {
+        return Ok(None);
+    };
     let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(u64::MAX);
     let exact = len(&files.jobs()) == state.jobs_bytes && len(&files.results()) == state.results_bytes;
     Ok((state.is_complete() && exact).then_some(state))
@@ -117,7 +119,10 @@ pub fn recover(layout: &Layout, batch: &str, annotation_files: bool) -> io::Resu
             "batch {batch}: jobs.ndjson is shorter than its checkpoint ({jobs_len} < {} bytes); listing the batch again",
             state.jobs_bytes
         ));
-        state = BatchState { version: STATE_VERSION, ..BatchState::default() };
+        state = BatchState {
+            version: STATE_VERSION,
+            ..BatchState::default()
+        };
         jobs_file.set_len(0)?;
         open_append(&files.results())?.set_len(0)?;
     } else if jobs_len > state.jobs_bytes {
@@ -152,7 +157,14 @@ pub fn recover(layout: &Layout, batch: &str, annotation_files: bool) -> io::Resu
     state.results = done.len() as u64;
     state.results_bytes = good_bytes;
     let pending = order.into_iter().filter(|id| !done.contains(id)).collect();
-    Ok(Recovered { state, known, pending, jobs_file, results_file, notices })
+    Ok(Recovered {
+        state,
+        known,
+        pending,
+        jobs_file,
+        results_file,
+        notices,
+    })
 }
 
 /// The job ids of the valid prefix of `results.ndjson`, its length and the file's length. A line
@@ -175,9 +187,9 @@ fn scan_results(path: &Path, known: &HashSet<String>) -> io::Result<(HashSet<Str
             continue;
         }
         let ok = line.ends_with(b"\n")
-            && serde_json::from_slice::<ResultHead<'_>>(&line)
-                .ok()
-                .is_some_and(|h| known.contains(h.job_id.as_ref()) && is_safe_id(&h.job_id) && done.insert(h.job_id.into_owned()));
+            && serde_json::from_slice::<ResultHead<'_>>(&line).ok().is_some_and(|h| {
+                known.contains(h.job_id.as_ref()) && is_safe_id(&h.job_id) && done.insert(h.job_id.into_owned())
+            });
         if ok {
             good += n as u64;
         } else {

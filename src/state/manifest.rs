@@ -80,7 +80,10 @@ impl Manifest {
                 source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(Error::Read { path: path.into(), source }),
+            Err(source) => Err(Error::Read {
+                path: path.into(),
+                source,
+            }),
         }
     }
 
@@ -88,7 +91,10 @@ impl Manifest {
         self.updated_at = now_rfc3339();
         let mut bytes = serde_json::to_vec_pretty(self).expect("manifest serializes");
         bytes.push(b'\n');
-        write_atomic(path, &bytes).map_err(|source| Error::Write { path: path.into(), source })
+        write_atomic(path, &bytes).map_err(|source| Error::Write {
+            path: path.into(),
+            source,
+        })
     }
 }
 
