@@ -25,6 +25,10 @@ pub struct Cli {
 pub enum Command {
     /// Export a project; rerun the same command to resume.
     Export(ExportArgs),
+    /// What an export directory holds and what is missing.
+    Status(StatusArgs),
+    /// Check the integrity of an export directory.
+    Verify(VerifyArgs),
     /// Export from an embedded fake API, no key needed.
     Demo(DemoArgs),
     /// Run the fake API for trials and benchmarks.
@@ -86,6 +90,26 @@ pub struct ExportArgs {
     pub crawl: CrawlArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The export directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Print the status as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// The export directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Print the findings as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use playment_export::cli::{Cli, Command, DemoArgs, FakeApiArgs, OutputArgs};
+use playment_export::cli::{Cli, Command, DemoArgs, FakeApiArgs, OutputArgs, StatusArgs, VerifyArgs};
 use playment_export::fake::{DatasetSpec, FakeApi, FakeConfig};
 use playment_export::report::TermReporter;
 use playment_export::{ApiKey, Config, Summary};
@@ -38,6 +38,8 @@ fn main() -> ExitCode {
                 };
                 export(config, &args.output).await
             }
+            Command::Status(args) => status(&args),
+            Command::Verify(args) => verify(&args),
             Command::Demo(args) => {
                 init_logging(&args.output);
                 demo(args).await
@@ -148,6 +150,49 @@ fn finish(summary: &Summary, output: &OutputArgs) -> ExitCode {
         ExitCode::from(EXIT_FAILURES)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn status(args: &StatusArgs) -> ExitCode {
+    match playment_export::state::status(&args.out) {
+        Ok(st) => {
+            let text = if args.json {
+                serde_json::to_string(&st).expect("status serializes") + "\n"
+            } else {
+                st.render()
+            };
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn verify(args: &VerifyArgs) -> ExitCode {
+    match playment_export::output::verify(&args.out) {
+        Ok(v) => {
+            if args.json {
+                let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string(&v).expect("serializes"));
+            } else if v.ok() {
+                println!(
+                    "ok: {} batches, {} jobs, {} results, {} annotations",
+                    v.batches, v.jobs, v.results, v.annotations
+                );
+            } else {
+                for p in &v.problems {
+                    println!("{p}");
+                }
+                eprintln!("verify: {} problems in {}", v.problems.len(), args.out.display());
+            }
+            if v.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
     }
 }
 

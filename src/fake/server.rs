@@ -109,6 +109,8 @@ pub struct Counters {
     per_second: Mutex<(u64, u64)>,
     pub storage_saw_api_key: AtomicBool,
     pub storage_saw_referer: AtomicBool,
+    /// Woken on every API request, for tests that wait for progress.
+    progress: tokio::sync::Notify,
 }
 
 impl Counters {
@@ -214,6 +216,20 @@ impl FakeApi {
         &self.shared.config.api_key
     }
 
+    /// Resolves once the fake has received at least `n` API requests in all.
+    pub async fn wait_for_api_requests(&self, n: u64) {
+        let c = &self.shared.counters;
+        loop {
+            let woken = c.progress.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if c.api_requests() >= n {
+                return;
+            }
+            woken.await;
+        }
+    }
+
     /// Resolves when the fake is stopped.
     pub async fn stopped(&self) {
         self.shared.stop.cancelled().await;
@@ -292,6 +308,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, storage: bool) -> R
         ["v1", "attachments"] => counters.attachments.fetch_add(1, Ordering::Relaxed),
         _ => return Ok(error(StatusCode::NOT_FOUND, "GE_0000", "no such endpoint")),
     };
+    counters.progress.notify_waiters();
     if req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) != Some(shared.config.api_key.as_str()) {
         counters.auth_failures.fetch_add(1, Ordering::Relaxed);
         return Ok(error(

@@ -4,9 +4,11 @@
 mod atomic;
 mod layout;
 mod ndjson;
+mod verify;
 mod writer;
 
-pub use atomic::{fsync_dir, write_atomic};
+pub use atomic::{TEMP_PREFIX, fsync_dir, write_atomic};
 pub use layout::{BatchLayout, Layout, is_safe_id};
 pub use ndjson::{push_line, push_line_with_annotations};
+pub use verify::{Verification, verify};
 pub use writer::{BatchReport, WriteOp, Writer, WriterReport};

@@ -264,8 +264,20 @@ impl Writer {
         Ok(())
     }
 
+    /// Hand what was written to the kernel after every group of operations (a killed process
+    /// then loses nothing), and checkpoint with fsync once per [`COMMIT_EVERY`].
     fn commit_due(&mut self) -> Result<(), Error> {
         if self.last_commit.elapsed() < COMMIT_EVERY {
+            for ob in self.open.values_mut().filter(|ob| ob.dirty) {
+                ob.jobs.flush().map_err(|source| Error::Write {
+                    path: ob.files.jobs(),
+                    source,
+                })?;
+                ob.results.flush().map_err(|source| Error::Write {
+                    path: ob.files.results(),
+                    source,
+                })?;
+            }
             return Ok(());
         }
         for ob in self.open.values_mut().filter(|ob| ob.dirty) {

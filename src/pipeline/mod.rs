@@ -73,6 +73,10 @@ pub async fn run(config: Config, reporter: Arc<dyn Reporter>, cancel: Cancellati
         source,
     })?;
     let _lock = DirLock::acquire(&layout)?;
+    crate::state::remove_temp_files(layout.root()).map_err(|source| Error::OutputDir {
+        path: layout.root().into(),
+        source,
+    })?;
     let mut manifest = open_manifest(&config, &layout)?;
     let client = ApiClient::new(&config, reporter.clone()).map_err(Error::Client)?;
 
@@ -108,6 +112,7 @@ pub async fn run(config: Config, reporter: Arc<dyn Reporter>, cancel: Cancellati
 
     manifest.state = RunState::Running;
     manifest.finished_at = None;
+    manifest.batch_filter = config.batches.clone();
     manifest.save(&layout.manifest())?;
 
     let expected: u64 = batches.iter().map(|(_, s)| summary_total_jobs(s)).sum();

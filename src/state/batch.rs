@@ -1,18 +1,18 @@
 //! A batch's checkpoint (`state.json`) and the recovery of its files after any interruption.
 //!
-//! The files are the checkpoint: `jobs.ndjson` is trusted up to `jobs_bytes`, which moves only
-//! after the lines and the page token that produced them are on disk together. Result lines carry
-//! their job id, so every complete result line for a listed job is kept and the rest is cut.
+//! The files are the checkpoint. The page token moves only after the lines of the pages before it
+//! are on disk; every line carries its job's id, so recovery keeps each complete line of a listed
+//! job once and cuts the rest, and the rerun fetches exactly what is missing.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::output::Layout;
 use crate::output::write_atomic;
-use crate::output::{Layout, is_safe_id};
 use crate::report::Failure;
 
 const STATE_VERSION: u32 = 1;
@@ -99,12 +99,19 @@ pub fn complete_state(layout: &Layout, batch: &str) -> io::Result<Option<BatchSt
     Ok((state.is_complete() && exact).then_some(state))
 }
 
-/// Open a batch's files, cutting whatever a crash left past the checkpoint.
+/// Open a batch's files and repair what an interruption left: torn lines are cut, and so are
+/// duplicate jobs and results that name no listed job. Complete lines past the checkpoint are
+/// kept (a `kill -9` loses nothing the kernel already has); the listing resumes from the
+/// checkpoint's token and the job-id set makes re-listed pages add nothing twice.
 pub fn recover(layout: &Layout, batch: &str, annotation_files: bool) -> io::Result<Recovered> {
     let files = layout.batch(batch);
     std::fs::create_dir_all(files.dir())?;
     if annotation_files {
         std::fs::create_dir_all(files.annotations())?;
+    }
+    remove_temp_files(files.dir())?;
+    if annotation_files {
+        remove_temp_files(&files.annotations())?;
     }
     let mut notices = Vec::new();
     let mut state = load_state(&files.state())?.unwrap_or_default();
@@ -113,49 +120,50 @@ pub fn recover(layout: &Layout, batch: &str, annotation_files: bool) -> io::Resu
     state.listing_error = None;
 
     let jobs_file = open_append(&files.jobs())?;
-    let jobs_len = jobs_file.metadata()?.len();
-    if jobs_len < state.jobs_bytes {
-        notices.push(format!(
-            "batch {batch}: jobs.ndjson is shorter than its checkpoint ({jobs_len} < {} bytes); listing the batch again",
-            state.jobs_bytes
-        ));
-        state = BatchState {
-            version: STATE_VERSION,
-            ..BatchState::default()
-        };
-        jobs_file.set_len(0)?;
-        open_append(&files.results())?.set_len(0)?;
-    } else if jobs_len > state.jobs_bytes {
-        notices.push(format!(
-            "batch {batch}: cut {} bytes of jobs.ndjson past the checkpoint; that page is listed again",
-            jobs_len - state.jobs_bytes
-        ));
-        jobs_file.set_len(state.jobs_bytes)?;
-    }
-
     let mut order = Vec::with_capacity(state.jobs as usize);
     let mut known = HashSet::with_capacity(state.jobs as usize);
-    for line in BufReader::new(File::open(files.jobs())?).split(b'\n') {
-        let line = line?;
-        let head: JobHead<'_> = serde_json::from_slice(&line)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", files.jobs().display())))?;
-        if known.insert(head.id.to_string()) {
+    let jobs = repair(&files.jobs(), &jobs_file, |line| {
+        let Ok(head) = serde_json::from_slice::<JobHead<'_>>(line) else {
+            return false;
+        };
+        let fresh = known.insert(head.id.to_string());
+        if fresh {
             order.push(head.id.into_owned());
         }
+        fresh
+    })?;
+    if jobs.first_drop.is_some_and(|at| at < state.jobs_bytes) || jobs.len < state.jobs_bytes {
+        // The checkpoint no longer describes the file: list again from the first page.
+        notices.push(format!(
+            "batch {batch}: jobs.ndjson does not match its checkpoint; listing the batch again"
+        ));
+        state.listing_done = false;
+        state.next_page_token = None;
+    }
+    if jobs.dropped > 0 {
+        notices.push(format!(
+            "batch {batch}: cut {} bytes of torn or repeated lines from jobs.ndjson",
+            jobs.dropped
+        ));
     }
     state.jobs = order.len() as u64;
+    state.jobs_bytes = jobs.len;
 
     let results_file = open_append(&files.results())?;
-    let (done, good_bytes, total_bytes) = scan_results(&files.results(), &known)?;
-    if good_bytes < total_bytes {
+    let mut done = HashSet::with_capacity(order.len());
+    let results = repair(&files.results(), &results_file, |line| {
+        serde_json::from_slice::<ResultHead<'_>>(line)
+            .ok()
+            .is_some_and(|h| known.contains(h.job_id.as_ref()) && done.insert(h.job_id.into_owned()))
+    })?;
+    if results.dropped > 0 {
         notices.push(format!(
-            "batch {batch}: cut {} bytes of results.ndjson (a torn or orphaned line)",
-            total_bytes - good_bytes
+            "batch {batch}: cut {} bytes of torn, repeated or orphaned lines from results.ndjson",
+            results.dropped
         ));
-        results_file.set_len(good_bytes)?;
     }
     state.results = done.len() as u64;
-    state.results_bytes = good_bytes;
+    state.results_bytes = results.len;
     let pending = order.into_iter().filter(|id| !done.contains(id)).collect();
     Ok(Recovered {
         state,
@@ -167,36 +175,66 @@ pub fn recover(layout: &Layout, batch: &str, annotation_files: bool) -> io::Resu
     })
 }
 
-/// The job ids of the valid prefix of `results.ndjson`, its length and the file's length. A line
-/// is valid when it is complete, parses, names a listed job and is that job's first result.
-fn scan_results(path: &Path, known: &HashSet<String>) -> io::Result<(HashSet<String>, u64, u64)> {
-    let mut reader = BufReader::new(File::open(path)?);
-    let mut done = HashSet::new();
-    let mut good = 0u64;
-    let mut total = 0u64;
+/// What [`repair`] did to a file.
+struct Repaired {
+    /// Length of the file afterwards.
+    len: u64,
+    /// Bytes removed.
+    dropped: u64,
+    /// Offset of the first removed line, if any.
+    first_drop: Option<u64>,
+}
+
+/// Keep the complete lines of an NDJSON file that `keep` accepts, in order, and remove the rest.
+/// Lines before the first bad one stay where they are; later good lines are moved up.
+fn repair(path: &Path, file: &File, mut keep: impl FnMut(&[u8]) -> bool) -> io::Result<Repaired> {
+    let mut reader = BufReader::with_capacity(256 * 1024, File::open(path)?);
     let mut line = Vec::new();
-    let mut valid = true;
+    let (mut offset, mut good_prefix, mut dropped) = (0u64, 0u64, 0u64);
+    let mut first_drop = None;
+    let mut moved: Vec<u8> = Vec::new();
     loop {
         line.clear();
-        let n = reader.read_until(b'\n', &mut line)?;
+        let n = reader.read_until(b'\n', &mut line)? as u64;
         if n == 0 {
             break;
         }
-        total += n as u64;
-        if !valid {
-            continue;
-        }
-        let ok = line.ends_with(b"\n")
-            && serde_json::from_slice::<ResultHead<'_>>(&line).ok().is_some_and(|h| {
-                known.contains(h.job_id.as_ref()) && is_safe_id(&h.job_id) && done.insert(h.job_id.into_owned())
-            });
-        if ok {
-            good += n as u64;
+        let ok = line.ends_with(b"\n") && keep(&line);
+        if !ok {
+            dropped += n;
+            first_drop.get_or_insert(offset);
+        } else if first_drop.is_none() {
+            good_prefix += n;
         } else {
-            valid = false;
+            moved.extend_from_slice(&line);
+        }
+        offset += n;
+    }
+    if first_drop.is_some() {
+        file.set_len(good_prefix)?;
+        (&*file).write_all(&moved)?;
+        file.sync_data()?;
+    }
+    Ok(Repaired {
+        len: good_prefix + moved.len() as u64,
+        dropped,
+        first_drop,
+    })
+}
+
+/// Remove the temp files an interrupted atomic write left in `dir`.
+pub fn remove_temp_files(dir: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry
+            .file_name()
+            .as_encoded_bytes()
+            .starts_with(crate::output::TEMP_PREFIX.as_bytes())
+        {
+            std::fs::remove_file(entry.path())?;
         }
     }
-    Ok((done, good, total))
+    Ok(())
 }
 
 fn open_append(path: &Path) -> io::Result<File> {

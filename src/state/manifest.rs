@@ -44,6 +44,9 @@ pub struct Manifest {
     pub updated_at: String,
     #[serde(default)]
     pub finished_at: Option<String>,
+    /// The `--batch` filter of the last run (empty = every batch of the project).
+    #[serde(default)]
+    pub batch_filter: Vec<String>,
     #[serde(default)]
     pub batches: BTreeMap<String, BatchCounts>,
     #[serde(default)]
@@ -67,6 +70,7 @@ impl Manifest {
             started_at: now.clone(),
             updated_at: now,
             finished_at: None,
+            batch_filter: Vec::new(),
             batches: BTreeMap::new(),
             failures: Vec::new(),
         }

@@ -6,4 +6,5 @@ mod export;
 mod faults;
 mod fixtures;
 mod limits;
+mod resume;
 mod support;
