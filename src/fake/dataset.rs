@@ -37,13 +37,22 @@ impl Default for DatasetSpec {
 pub const HOSTILE_BATCH: &str = "../../escaped-batch";
 pub const HOSTILE_JOB: &str = "../../../escaped-job";
 
-/// A generated project.
+/// A generated project, at a generation: each [`Dataset::advanced`] is "time passing".
 #[derive(Clone, Debug)]
 pub struct Dataset {
     pub spec: DatasetSpec,
+    /// How often time has passed. From generation 1 on, when there are at least six batches:
+    /// batch 2 sees some jobs complete, batch 3 gains jobs, batch 4 loses its first job, the last
+    /// batch is gone and a new one is there; every other batch stays byte-identical.
+    pub generation: u64,
     sizes: Vec<usize>,
     ids: Vec<String>,
 }
+
+/// Jobs of the batch added when time passes.
+const ADDED_BATCH_JOBS: usize = 25;
+/// Jobs added to batch 3 each time time passes.
+const GROWTH: usize = 5;
 
 /// splitmix64: a fast, well-mixed hash for deterministic data and fault draws.
 pub(crate) fn mix(mut x: u64) -> u64 {
@@ -78,33 +87,75 @@ impl Dataset {
                 given += share;
             }
         }
-        let ids = (0..n).map(|b| batch_id(spec.seed, b)).collect();
-        Self { spec, sizes, ids }
+        // One batch more than asked for: the one that appears when time passes.
+        sizes.push(ADDED_BATCH_JOBS);
+        let ids = (0..=n).map(|b| batch_id(spec.seed, b)).collect();
+        Self { spec, generation: 0, sizes, ids }
     }
 
+    /// The same project after time has passed once more.
+    pub fn advanced(&self) -> Self {
+        Self { generation: self.generation + 1, ..self.clone() }
+    }
+
+    /// Whether time-passing changes apply (they need six batches for their distinct roles).
+    fn changing(&self) -> bool {
+        self.generation > 0 && self.spec.batches >= 6
+    }
+
+    /// Indices of the batches in the project now.
+    pub fn live(&self) -> Vec<usize> {
+        let n = self.spec.batches;
+        if self.changing() { (0..n - 1).chain([n]).collect() } else { (0..n).collect() }
+    }
+
+    /// Ids of the batches in the project now (with the hostile one, if asked for).
     pub fn batch_ids(&self) -> Vec<String> {
-        let mut ids = self.ids.clone();
+        let mut ids: Vec<String> = self.live().into_iter().map(|b| self.ids[b].clone()).collect();
         if self.spec.hostile_ids {
             ids.push(HOSTILE_BATCH.into());
         }
         ids
     }
 
+    /// The id of batch `b`, whether or not it is in the project now.
+    pub fn batch_id(&self, b: usize) -> &str {
+        &self.ids[b]
+    }
+
     pub fn batch_index(&self, id: &str) -> Option<usize> {
-        self.ids.iter().position(|b| b == id)
+        self.live().into_iter().find(|&b| self.ids[b] == id)
+    }
+
+    /// Job indices `first..end` of batch `b` as listed now.
+    fn span(&self, b: usize) -> (usize, usize) {
+        let mut end = self.sizes[b] + usize::from(self.spec.hostile_ids && b == 2);
+        let mut first = 0;
+        if self.changing() && b == 3 {
+            end += GROWTH * self.generation as usize;
+        }
+        if self.changing() && b == 4 && end > 0 {
+            first = 1;
+        }
+        (first, end)
     }
 
     pub fn batch_size(&self, b: usize) -> usize {
-        self.sizes[b] + usize::from(self.spec.hostile_ids && b == 2)
+        let (first, end) = self.span(b);
+        end - first
     }
 
     pub fn total_jobs(&self) -> usize {
-        (0..self.ids.len()).map(|b| self.batch_size(b)).sum()
+        self.live().into_iter().map(|b| self.batch_size(b)).sum()
+    }
+
+    fn completed(&self, b: usize, j: usize) -> bool {
+        j % 7 != 3 || (self.changing() && b == 2 && j < 10 * self.generation as usize)
     }
 
     /// The `data` of project details.
     pub fn details(&self) -> Value {
-        let mut batches: Vec<Value> = (0..self.ids.len()).map(|b| self.batch_summary(b)).collect();
+        let mut batches: Vec<Value> = self.live().into_iter().map(|b| self.batch_summary(b)).collect();
         if self.spec.hostile_ids {
             batches.push(json!({"id": HOSTILE_BATCH, "name": "escape", "total_jobs": 0}));
         }
@@ -113,7 +164,8 @@ impl Dataset {
 
     fn batch_summary(&self, b: usize) -> Value {
         let n = self.batch_size(b);
-        let done = (0..n).filter(|&j| completed(j)).count();
+        let (first, end) = self.span(b);
+        let done = (first..end).filter(|&j| self.completed(b, j)).count();
         json!({
             "id": self.ids[b],
             "name": if b.is_multiple_of(2) { format!("Batch {b}") } else { format!("Lot {b} – 车辆 🚗") },
@@ -130,12 +182,18 @@ impl Dataset {
         })
     }
 
-    /// Job ids of a batch, in listing order without repeats.
-    pub fn job_ids(&self, b: usize) -> Vec<String> {
-        (0..self.batch_size(b)).map(|j| self.job_id(b, j)).collect()
+    /// Job indices of a batch, in listing order without repeats.
+    pub fn job_indices(&self, b: usize) -> std::ops::Range<usize> {
+        let (first, end) = self.span(b);
+        first..end
     }
 
-    fn job_id(&self, b: usize, j: usize) -> String {
+    /// Job ids of a batch, in listing order without repeats.
+    pub fn job_ids(&self, b: usize) -> Vec<String> {
+        self.job_indices(b).map(|j| self.job_id(b, j)).collect()
+    }
+
+    pub fn job_id(&self, b: usize, j: usize) -> String {
         if self.spec.hostile_ids && b == 2 && j == self.sizes[b] {
             return HOSTILE_JOB.into();
         }
@@ -157,7 +215,8 @@ impl Dataset {
         }
         let b = usize::from_str_radix(parts[1], 16).ok()?;
         let j = (usize::from_str_radix(parts[2], 16).ok()? << 16) | usize::from_str_radix(parts[3], 16).ok()?;
-        (b < self.ids.len() && j < self.sizes[b] && self.job_id(b, j) == id).then_some((b, j))
+        let live = self.live().contains(&b);
+        (live && self.job_indices(b).contains(&j) && self.job_id(b, j) == id).then_some((b, j))
     }
 
     /// A job's listing entry.
@@ -166,9 +225,9 @@ impl Dataset {
         let mut job = json!({
             "id": id,
             "reference_id": if j.is_multiple_of(5) { format!("réf-{b}-{j}-画像") } else { format!("{:03}", j + 1) },
-            "status": if completed(j) { "completed" } else { "labelling" },
+            "status": if self.completed(b, j) { "completed" } else { "labelling" },
             "frames": 1 + j % 3,
-            "annotations": if completed(j) { 1 + j % 4 } else { 0 },
+            "annotations": if self.completed(b, j) { 1 + j % 4 } else { 0 },
         });
         if b % 2 == 1 {
             job["priority_weight"] = json!(5);
@@ -185,6 +244,7 @@ impl Dataset {
     pub fn page(&self, b: usize, token: &str) -> Option<Value> {
         let size = self.spec.page_size.max(1);
         let n = self.batch_size(b);
+        let first = self.span(b).0;
         let page = if token.is_empty() {
             0
         } else {
@@ -202,7 +262,7 @@ impl Dataset {
         if b.is_multiple_of(2) && page > 0 && start < end {
             start -= 1;
         }
-        let jobs: Vec<Value> = (start..end).map(|j| self.job(b, j)).collect();
+        let jobs: Vec<Value> = (start..end).map(|pos| self.job(b, first + pos)).collect();
         let more = page + 1 < pages || (page + 1 == pages && trailing_empty);
         let mut data =
             json!({"id": self.ids[b], "project_id": self.spec.project, "name": format!("Batch {b}"), "jobs": jobs});
@@ -226,11 +286,11 @@ impl Dataset {
             "reference_id": self.job(b, j)["reference_id"],
             "job_id": id,
             "batch_id": self.ids[b],
-            "status": if completed(j) { "completed" } else { "labelling" },
+            "status": if self.completed(b, j) { "completed" } else { "labelling" },
             "work_flow_id": format!("{:016x}", mix(self.spec.seed ^ b as u64)),
             "priority_weight": 5,
             "tag": "2aae1234-acac-1234-eeff-12a22a237bbc",
-            "result": if completed(j) { format!("https://playment-data-uploads.s3.ap-south-1.amazonaws.com/results/{id}.json") } else { String::new() },
+            "result": if self.completed(b, j) { format!("https://playment-data-uploads.s3.ap-south-1.amazonaws.com/results/{id}.json") } else { String::new() },
             "x_review": {"score": (j % 10) as f64 / 4.0, "note": "ok ✓"},
         })
     }
@@ -245,10 +305,6 @@ impl Dataset {
 }
 
 const LABELS: [&str; 3] = ["car", "pedestrian", "sign"];
-
-fn completed(j: usize) -> bool {
-    j % 7 != 3
-}
 
 fn batch_id(seed: u64, b: usize) -> String {
     let h = mix(seed.wrapping_mul(31) ^ 0xba7c ^ (b as u64) << 20);

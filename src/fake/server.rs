@@ -136,9 +136,20 @@ impl Counters {
     }
 }
 
+impl Shared {
+    fn dataset(&self) -> Arc<Dataset> {
+        self.dataset.read().expect("dataset lock").clone()
+    }
+
+    fn advance(&self) {
+        let mut d = self.dataset.write().expect("dataset lock");
+        *d = Arc::new(d.advanced());
+    }
+}
+
 struct Shared {
     config: FakeConfig,
-    dataset: Dataset,
+    dataset: std::sync::RwLock<Arc<Dataset>>,
     counters: Arc<Counters>,
     storage_base: Url,
     started: Instant,
@@ -180,7 +191,7 @@ impl FakeApi {
             )
         });
         let shared = Arc::new(Shared {
-            dataset: Dataset::new(config.dataset.clone()),
+            dataset: std::sync::RwLock::new(Arc::new(Dataset::new(config.dataset.clone()))),
             config,
             counters: Arc::new(Counters::default()),
             storage_base: storage_url.clone(),
@@ -204,8 +215,14 @@ impl FakeApi {
         &self.shared.counters
     }
 
-    pub fn dataset(&self) -> &Dataset {
-        &self.shared.dataset
+    /// The project as it is now.
+    pub fn dataset(&self) -> Arc<Dataset> {
+        self.shared.dataset()
+    }
+
+    /// Let time pass: the project changes as [`Dataset::advanced`] describes.
+    pub fn advance(&self) {
+        self.shared.advance();
     }
 
     pub fn project(&self) -> &str {
@@ -300,6 +317,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, storage: bool) -> R
     if path == "/admin/counters" {
         return Ok(json_response(StatusCode::OK, &counters.snapshot(), false));
     }
+    if path == "/admin/advance" {
+        shared.advance();
+        let generation = shared.dataset().generation;
+        return Ok(json_response(StatusCode::OK, &json!({"generation": generation}), false));
+    }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
         ["v1", "projects", _, "details"] => counters.details.fetch_add(1, Ordering::Relaxed),
@@ -335,7 +357,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, storage: bool) -> R
 }
 
 fn route(shared: &Shared, segments: &[&str], params: &HashMap<String, String>) -> Response<Body> {
-    let d = &shared.dataset;
+    let d = &shared.dataset();
     let pretty = shared.config.pretty;
     let ok = |data: Value, pretty: bool| json_response(StatusCode::OK, &json!({"data": data, "success": true}), pretty);
     let project_ok = |p: &str| p == d.spec.project;
@@ -398,7 +420,8 @@ fn serve_storage(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
         .trim_start_matches("/signed/")
         .trim_end_matches(".json")
         .to_owned();
-    let Some((b, j)) = shared.dataset.locate(&job) else {
+    let dataset = shared.dataset();
+    let Some((b, j)) = dataset.locate(&job) else {
         return plain(StatusCode::NOT_FOUND, "NoSuchKey");
     };
     if shared.config.faults.expire_first > 0 {
@@ -413,7 +436,7 @@ fn serve_storage(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
             );
         }
     }
-    json_response(StatusCode::OK, &shared.dataset.document(b, j), j % 3 == 0)
+    json_response(StatusCode::OK, &dataset.document(b, j), j % 3 == 0)
 }
 
 fn draw_fault(shared: &Shared, key: &str) -> Option<FaultKind> {

@@ -45,8 +45,8 @@ fn next(state: &mut u64) -> u64 {
 fn phases(fake: &FakeApi, out: &Path) -> (bool, bool) {
     let d = fake.dataset();
     let (mut listing, mut results) = (false, false);
-    for (b, id) in d.batch_ids().iter().enumerate() {
-        let dir = out.join("batches").join(id);
+    for b in d.live() {
+        let dir = out.join("batches").join(d.batch_id(b));
         let count = |name: &str| {
             std::fs::read(dir.join(name))
                 .map(|b| b.iter().filter(|&&c| c == b'\n').count())

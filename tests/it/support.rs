@@ -86,31 +86,45 @@ pub fn assert_exact(fake: &FakeApi, out: &Path, mode: AnnotationMode) {
         .iter()
         .map(|b| (b["id"].as_str().unwrap().to_owned(), b.clone()))
         .collect();
-    for b in 0..d.spec.batches {
-        let id = d.batch_ids()[b].clone();
+    let mut dirs: Vec<String> = std::fs::read_dir(out.join("batches"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    dirs.sort();
+    let mut live: Vec<String> = d.live().into_iter().map(|b| d.batch_id(b).to_owned()).collect();
+    live.sort();
+    assert_eq!(dirs, live, "batch directories");
+    for b in d.live() {
+        let id = d.batch_id(b).to_owned();
         let dir = out.join("batches").join(&id);
         let summary: Value = serde_json::from_slice(&std::fs::read(dir.join("batch.json")).unwrap()).unwrap();
         assert_eq!(summary, summaries[&id], "batch.json of {id}");
         let jobs = by_key(read_ndjson(&dir.join("jobs.ndjson")), "id", "jobs.ndjson");
         let results = by_key(read_ndjson(&dir.join("results.ndjson")), "job_id", "results.ndjson");
-        let ids = d.job_ids(b);
-        assert_eq!(jobs.len(), ids.len(), "jobs of batch {id}");
-        assert_eq!(results.len(), ids.len(), "results of batch {id}");
-        for (j, job_id) in ids.iter().enumerate() {
-            assert_eq!(jobs[job_id], d.job(b, j), "job {job_id}");
+        assert_eq!(jobs.len(), d.batch_size(b), "jobs of batch {id}");
+        assert_eq!(results.len(), d.batch_size(b), "results of batch {id}");
+        let mut docs = 0;
+        for j in d.job_indices(b) {
+            let job_id = d.job_id(b, j);
+            assert_eq!(jobs[&job_id], d.job(b, j), "job {job_id}");
             let mut want = d.result(b, j);
             let has_doc = !want["result"].as_str().unwrap().is_empty();
             if mode == AnnotationMode::Inline && has_doc {
                 want["annotations"] = d.document(b, j);
             }
-            assert_eq!(results[job_id], want, "result of {job_id}");
+            assert_eq!(results[&job_id], want, "result of {job_id}");
             let file = dir.join("annotations").join(format!("{job_id}.json"));
             if mode == AnnotationMode::Files && has_doc {
                 let doc: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
                 assert_eq!(doc, d.document(b, j), "annotation file of {job_id}");
+                docs += 1;
             } else {
                 assert!(!file.exists(), "{} should not exist", file.display());
             }
+        }
+        if mode == AnnotationMode::Files {
+            let present = std::fs::read_dir(dir.join("annotations")).map(|r| r.count()).unwrap_or(0);
+            assert_eq!(present, docs, "annotation files of batch {id}");
         }
     }
 }
