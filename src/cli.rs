@@ -25,6 +25,8 @@ pub struct Cli {
 pub enum Command {
     /// Export a project; rerun the same command to resume.
     Export(ExportArgs),
+    /// Bring an export up to date: only what changed is fetched (the first run is a full export).
+    Sync(SyncArgs),
     /// What an export directory holds and what is missing.
     Status(StatusArgs),
     /// Check the integrity of an export directory.
@@ -90,6 +92,15 @@ pub struct ExportArgs {
     pub crawl: CrawlArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub export: ExportArgs,
+    /// List every batch again, whatever its summary says (for edits that changed no counter).
+    #[arg(long)]
+    pub full: bool,
 }
 
 #[derive(Args, Debug)]
@@ -270,11 +281,7 @@ impl FakeApiArgs {
             },
             api_key: self.api_key.clone(),
             latency: Duration::from_millis(self.latency_ms),
-            faults: Faults {
-                random: self.faults.clone(),
-                retry_after_secs: self.retry_after,
-                ..Faults::default()
-            },
+            faults: Faults { random: self.faults.clone(), retry_after_secs: self.retry_after, ..Faults::default() },
             server_rps: self.server_rps,
             pretty: true,
         }

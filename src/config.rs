@@ -86,7 +86,18 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Everything one `export` run needs.
+/// What a run does with an existing export.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Continue where the last run stopped; finished batches are not looked at again.
+    #[default]
+    Export,
+    /// Bring the directory up to date: re-list changed batches, fetch new and changed jobs, drop
+    /// what left the project. `full` re-lists every batch whatever its summary says.
+    Sync { full: bool },
+}
+
+/// Everything one `export` or `sync` run needs.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub project: String,
@@ -102,6 +113,7 @@ pub struct Config {
     pub annotations: AnnotationMode,
     /// Only these batches (empty = all).
     pub batches: Vec<String>,
+    pub mode: Mode,
 }
 
 impl Config {
@@ -119,6 +131,7 @@ impl Config {
             retry: RetryPolicy::default(),
             annotations: AnnotationMode::None,
             batches: Vec::new(),
+            mode: Mode::Export,
         }
     }
 }

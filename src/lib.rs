@@ -14,7 +14,7 @@ pub mod pipeline;
 pub mod report;
 pub mod state;
 
-pub use config::{AnnotationMode, ApiKey, Config, RetryPolicy};
+pub use config::{AnnotationMode, ApiKey, Config, Mode, RetryPolicy};
 pub use error::Error;
 pub use pipeline::run;
 pub use report::{Reporter, Silent, Summary};

@@ -38,6 +38,18 @@ fn main() -> ExitCode {
                 };
                 export(config, &args.output).await
             }
+            Command::Sync(args) => {
+                init_logging(&args.export.output);
+                let mut config = match args.export.to_config() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
+                config.mode = playment_export::Mode::Sync { full: args.full };
+                export(config, &args.export.output).await
+            }
             Command::Status(args) => status(&args),
             Command::Verify(args) => verify(&args),
             Command::Demo(args) => {
@@ -45,11 +57,7 @@ fn main() -> ExitCode {
                 demo(args).await
             }
             Command::FakeApi(args) => {
-                init_logging(&OutputArgs {
-                    json: false,
-                    quiet: false,
-                    verbose: 0,
-                });
+                init_logging(&OutputArgs { json: false, quiet: false, verbose: 0 });
                 fake_api(args).await
             }
         }
@@ -64,11 +72,8 @@ fn init_logging(output: &OutputArgs) {
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::new(format!("playment_export={level}"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }
 
 /// Ctrl-C or SIGTERM stops the run gracefully; a second one exits at once (state on disk is
@@ -156,11 +161,8 @@ fn finish(summary: &Summary, output: &OutputArgs) -> ExitCode {
 fn status(args: &StatusArgs) -> ExitCode {
     match playment_export::state::status(&args.out) {
         Ok(st) => {
-            let text = if args.json {
-                serde_json::to_string(&st).expect("status serializes") + "\n"
-            } else {
-                st.render()
-            };
+            let text =
+                if args.json { serde_json::to_string(&st).expect("status serializes") + "\n" } else { st.render() };
             let _ = std::io::stdout().write_all(text.as_bytes());
             ExitCode::SUCCESS
         }
@@ -198,11 +200,7 @@ fn verify(args: &VerifyArgs) -> ExitCode {
 
 async fn demo(args: DemoArgs) -> ExitCode {
     let fake = FakeConfig {
-        dataset: DatasetSpec {
-            batches: args.batches,
-            jobs: args.jobs,
-            ..DatasetSpec::default()
-        },
+        dataset: DatasetSpec { batches: args.batches, jobs: args.jobs, ..DatasetSpec::default() },
         latency: Duration::from_millis(args.latency_ms),
         ..FakeConfig::default()
     };
@@ -223,12 +221,7 @@ async fn demo(args: DemoArgs) -> ExitCode {
             args.out.display()
         );
     }
-    let mut config = Config::new(
-        fake.project(),
-        &args.out,
-        fake.base_url.clone(),
-        ApiKey::new(fake.api_key()),
-    );
+    let mut config = Config::new(fake.project(), &args.out, fake.base_url.clone(), ApiKey::new(fake.api_key()));
     config.concurrency = args.concurrency.max(1);
     config.rps = args.rps;
     config.annotations = args.annotations.into();

@@ -22,6 +22,10 @@ pub trait Reporter: Send + Sync {
     fn on_job_done(&self, _ok: bool) {}
     /// A batch is finished (`ok` = listed and every job written).
     fn on_batch_done(&self, _batch: &str, _ok: bool) {}
+    /// Sync finished listing a batch (`change` says what it was), with these job counts.
+    fn on_batch_synced(&self, _batch: &str, _change: BatchChange, _new: u64, _changed: u64, _removed: u64) {}
+    /// Sync moved a batch that left the project out of `batches/`.
+    fn on_batch_removed(&self, _batch: &str) {}
     /// A request is retried.
     fn on_retry(&self, _what: &str, _error: &ApiError, _throttled: bool) {}
     /// Something the user should hear about even in a quiet run (repaired files and the like).
@@ -33,6 +37,28 @@ pub trait Reporter: Send + Sync {
 /// A reporter that says nothing.
 pub struct Silent;
 impl Reporter for Silent {}
+
+/// What sync found a batch to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchChange {
+    /// Export resumed it (not a sync).
+    Resumed,
+    Unchanged,
+    Changed,
+    New,
+}
+
+/// What a sync changed.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct SyncCounts {
+    pub batches_unchanged: u64,
+    pub batches_changed: u64,
+    pub batches_new: u64,
+    pub batches_removed: u64,
+    pub jobs_new: u64,
+    pub jobs_changed: u64,
+    pub jobs_removed: u64,
+}
 
 /// One failed job or batch.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -60,6 +86,8 @@ pub struct Summary {
     /// Annotation documents fetched by this run.
     pub annotations_written: u64,
     pub failed: u64,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncCounts>,
     #[serde(flatten)]
     pub stats: StatsSnapshot,
     pub elapsed_secs: f64,
@@ -182,6 +210,26 @@ impl Reporter for TermReporter {
     }
     fn on_retry(&self, _what: &str, _error: &ApiError, _throttled: bool) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+    fn on_batch_synced(&self, batch: &str, change: BatchChange, new: u64, changed: u64, removed: u64) {
+        // One line per changed batch, even when quiet: this is what a cron mail should say.
+        let what = match change {
+            BatchChange::Changed => "changed",
+            BatchChange::New => "new",
+            BatchChange::Unchanged | BatchChange::Resumed => return,
+        };
+        let line = format!("sync: batch {batch} {what}: {new} new, {changed} changed, {removed} removed jobs");
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+    fn on_batch_removed(&self, batch: &str) {
+        let line = format!("sync: batch {batch} left the project; moved to removed/{batch}");
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
     }
     fn on_notice(&self, message: &str) {
         if self.quiet {

@@ -59,13 +59,8 @@ pub struct StatsSnapshot {
 impl Stats {
     pub fn snapshot(&self) -> StatsSnapshot {
         let r = |e: Endpoint| self.requests[e as usize].load(Ordering::Relaxed);
-        let per = [
-            r(Endpoint::Details),
-            r(Endpoint::Page),
-            r(Endpoint::Job),
-            r(Endpoint::Attachment),
-            r(Endpoint::Storage),
-        ];
+        let per =
+            [r(Endpoint::Details), r(Endpoint::Page), r(Endpoint::Job), r(Endpoint::Attachment), r(Endpoint::Storage)];
         StatsSnapshot {
             requests: per.iter().sum(),
             details_requests: per[0],
@@ -140,39 +135,27 @@ impl ApiClient {
 
     fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.base.clone();
-        url.path_segments_mut()
-            .expect("the base URL is validated as http(s)")
-            .pop_if_empty()
-            .extend(segments);
+        url.path_segments_mut().expect("the base URL is validated as http(s)").pop_if_empty().extend(segments);
         url
     }
 
     /// `data` of the project details.
     pub async fn project_details(&self) -> Result<Box<RawValue>, RequestError> {
         let url = self.url(&["v1", "projects", &self.project, "details"]);
-        self.retrying("project details".into(), || {
-            self.get_data(Endpoint::Details, url.clone())
-        })
-        .await
+        self.retrying("project details".into(), || self.get_data(Endpoint::Details, url.clone())).await
     }
 
     /// `data` of one page of a batch listing (`token` empty for the first page).
     pub async fn batch_page(&self, batch: &str, token: &str) -> Result<Box<RawValue>, RequestError> {
         let mut url = self.url(&["v1", "projects", &self.project, "batch", batch]);
         url.query_pairs_mut().append_pair("page_token", token);
-        self.retrying(format!("listing batch {batch}"), || {
-            self.get_data(Endpoint::Page, url.clone())
-        })
-        .await
+        self.retrying(format!("listing batch {batch}"), || self.get_data(Endpoint::Page, url.clone())).await
     }
 
     /// `data` of one job result.
     pub async fn job_result(&self, job: &str) -> Result<Box<RawValue>, RequestError> {
         let url = self.url(&["v1", "projects", &self.project, "jobs", job]);
-        self.retrying(format!("result of job {job}"), || {
-            self.get_data(Endpoint::Job, url.clone())
-        })
-        .await
+        self.retrying(format!("result of job {job}"), || self.get_data(Endpoint::Job, url.clone())).await
     }
 
     /// The annotation document behind a job's `result` URL, checked to be JSON.
@@ -207,14 +190,9 @@ impl ApiClient {
                 .get(LOCATION)
                 .and_then(|l| l.to_str().ok())
                 .ok_or_else(|| ApiError::Redirect(format!("HTTP {} without a Location", resp.status)))?;
-            let target = url
-                .join(location)
-                .map_err(|e| ApiError::Redirect(format!("unusable Location: {e}")))?;
+            let target = url.join(location).map_err(|e| ApiError::Redirect(format!("unusable Location: {e}")))?;
             if !matches!(target.scheme(), "http" | "https") {
-                return Err(ApiError::Redirect(format!(
-                    "Location is not http(s): {}",
-                    target.scheme()
-                )));
+                return Err(ApiError::Redirect(format!("Location is not http(s): {}", target.scheme())));
             }
             let stored = self.fetch(Endpoint::Storage, &self.storage, target).await?;
             match stored.status {
@@ -249,17 +227,11 @@ impl ApiClient {
     async fn get_data(&self, endpoint: Endpoint, url: Url) -> Result<Box<RawValue>, ApiError> {
         let resp = self.fetch(endpoint, &self.http, url).await?;
         parse_envelope(resp.status, &resp.body).map_err(|e| match e {
-            ApiError::Status {
-                status, code, message, ..
-            } => ApiError::Status {
+            ApiError::Status { status, code, message, .. } => ApiError::Status {
                 status,
                 code,
                 message,
-                retry_after: resp
-                    .headers
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(parse_retry_after),
+                retry_after: resp.headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after),
             },
             other => other,
         })

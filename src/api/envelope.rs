@@ -46,12 +46,7 @@ pub fn parse_envelope(status: u16, body: &[u8]) -> Result<Box<RawValue>, ApiErro
             })
         }
         // Not JSON with a non-2xx status (a proxy's HTML page, say): the status decides.
-        Err(_) if !ok_status => Err(ApiError::Status {
-            status,
-            code: None,
-            message: snippet(body),
-            retry_after: None,
-        }),
+        Err(_) if !ok_status => Err(ApiError::Status { status, code: None, message: snippet(body), retry_after: None }),
         Err(e) => Err(ApiError::Body(format!("{e} (body starts: {})", snippet(body)))),
     }
 }
@@ -66,11 +61,7 @@ fn value_text(v: serde_json::Value) -> String {
 fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(80)]);
     let text: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    if text.trim().is_empty() {
-        "<empty>".into()
-    } else {
-        text.trim().to_owned()
-    }
+    if text.trim().is_empty() { "<empty>".into() } else { text.trim().to_owned() }
 }
 
 #[derive(Deserialize)]
@@ -146,11 +137,7 @@ mod tests {
         let body = br#"{"success": false, "error": {"code": "FS_0000", "message": "try again"}}"#;
         for status in [200, 400] {
             match parse_envelope(status, body) {
-                Err(ApiError::Status {
-                    code: Some(c),
-                    status: s,
-                    ..
-                }) => {
+                Err(ApiError::Status { code: Some(c), status: s, .. }) => {
                     assert_eq!(c, "FS_0000");
                     assert_eq!(s, status);
                 }
@@ -161,18 +148,9 @@ mod tests {
 
     #[test]
     fn truncated_json_is_a_body_error_and_html_keeps_its_status() {
-        assert!(matches!(
-            parse_envelope(200, br#"{"data": {"a": 1"#),
-            Err(ApiError::Body(_))
-        ));
-        assert!(matches!(
-            parse_envelope(502, b"<html>Bad Gateway</html>"),
-            Err(ApiError::Status { status: 502, .. })
-        ));
-        assert!(matches!(
-            parse_envelope(200, br#"{"success": true}"#),
-            Err(ApiError::Shape(_))
-        ));
+        assert!(matches!(parse_envelope(200, br#"{"data": {"a": 1"#), Err(ApiError::Body(_))));
+        assert!(matches!(parse_envelope(502, b"<html>Bad Gateway</html>"), Err(ApiError::Status { status: 502, .. })));
+        assert!(matches!(parse_envelope(200, br#"{"success": true}"#), Err(ApiError::Shape(_))));
     }
 
     #[test]

@@ -8,12 +8,7 @@ pub enum ApiError {
     /// The server answered, but not with success: a non-2xx status, or a 200 whose envelope says
     /// `"success": false`.
     #[error("HTTP {status}{}: {message}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
-    Status {
-        status: u16,
-        code: Option<String>,
-        message: String,
-        retry_after: Option<Duration>,
-    },
+    Status { status: u16, code: Option<String>, message: String, retry_after: Option<Duration> },
     /// No complete response: connection refused or reset, timeout, body cut short.
     #[error("request failed: {}", chain(.0))]
     Transport(#[source] reqwest::Error),
@@ -43,11 +38,7 @@ pub struct RequestError {
 }
 
 fn retried(retries: usize, elapsed: Duration) -> String {
-    if retries == 0 {
-        String::new()
-    } else {
-        format!(" after {retries} retries in {:.1} s", elapsed.as_secs_f64())
-    }
+    if retries == 0 { String::new() } else { format!(" after {retries} retries in {:.1} s", elapsed.as_secs_f64()) }
 }
 
 /// reqwest's own Display hides the cause ("error sending request"); show the whole chain.

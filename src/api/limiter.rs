@@ -29,11 +29,7 @@ impl Limiter {
             let burst = NonZeroU32::new(burst(rps)).expect("burst is at least 1");
             RateLimiter::direct(Quota::per_second(r).allow_burst(burst))
         });
-        Self {
-            permits: Semaphore::new(concurrency.max(1)),
-            cool_down_until: Mutex::new(None),
-            rate,
-        }
+        Self { permits: Semaphore::new(concurrency.max(1)), cool_down_until: Mutex::new(None), rate }
     }
 
     /// Wait until a request may be sent; the permit is held until the response body is read.

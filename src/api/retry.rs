@@ -10,12 +10,7 @@ use super::ApiError;
 /// API error codes that mean "something went wrong on our end, please try again".
 const TRANSIENT_CODES: &[&str] = &["FS_0000", "FS_0008", "api_error"];
 /// API error codes that mean the key is wrong or has no access: no request can succeed.
-const AUTH_CODES: &[&str] = &[
-    "auth-failure",
-    "unauthorized",
-    "core.webutil.auther",
-    "core.webutil.token_auth",
-];
+const AUTH_CODES: &[&str] = &["auth-failure", "unauthorized", "core.webutil.auther", "core.webutil.token_auth"];
 
 /// Whether another attempt of the same request may succeed.
 pub fn is_transient(err: &ApiError) -> bool {
@@ -63,9 +58,7 @@ pub fn retry_after(err: &ApiError) -> Option<Duration> {
 /// Whether the server is throttling us: the whole crawler should slow down, not just this request.
 pub fn is_throttle(err: &ApiError) -> bool {
     match err {
-        ApiError::Status {
-            status, retry_after, ..
-        } => *status == 429 || retry_after.is_some(),
+        ApiError::Status { status, retry_after, .. } => *status == 429 || retry_after.is_some(),
         _ => false,
     }
 }
@@ -83,10 +76,7 @@ pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
         return Some(Duration::from_secs_f64(secs));
     }
     let when = httpdate::parse_http_date(value).ok()?;
-    Some(
-        when.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
 }
 
 /// Walk the error's causes: connection and protocol failures are transient, a refused
@@ -135,12 +125,7 @@ mod tests {
     use super::*;
 
     fn status(status: u16, code: Option<&str>) -> ApiError {
-        ApiError::Status {
-            status,
-            code: code.map(str::to_owned),
-            message: String::new(),
-            retry_after: None,
-        }
+        ApiError::Status { status, code: code.map(str::to_owned), message: String::new(), retry_after: None }
     }
 
     #[test]

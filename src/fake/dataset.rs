@@ -22,14 +22,7 @@ pub struct DatasetSpec {
 
 impl Default for DatasetSpec {
     fn default() -> Self {
-        Self {
-            seed: 1,
-            project: "demo-project".into(),
-            batches: 8,
-            jobs: 1_000,
-            page_size: 100,
-            hostile_ids: false,
-        }
+        Self { seed: 1, project: "demo-project".into(), batches: 8, jobs: 1_000, page_size: 100, hostile_ids: false }
     }
 }
 
@@ -78,11 +71,8 @@ impl Dataset {
             let total: u64 = weights.iter().sum();
             let mut given = 0;
             for (i, &b) in free.iter().enumerate() {
-                let share = if i + 1 == free.len() {
-                    left - given
-                } else {
-                    (left as u64 * weights[i] / total) as usize
-                };
+                let share =
+                    if i + 1 == free.len() { left - given } else { (left as u64 * weights[i] / total) as usize };
                 sizes[b] = share;
                 given += share;
             }
@@ -198,13 +188,7 @@ impl Dataset {
             return HOSTILE_JOB.into();
         }
         let h = mix(self.spec.seed ^ ((b as u64) << 40) ^ j as u64);
-        format!(
-            "{:08x}-{b:04x}-{:04x}-{:04x}-{:012x}",
-            h >> 32,
-            j >> 16,
-            j & 0xffff,
-            h & 0xffff_ffff_ffff
-        )
+        format!("{:08x}-{b:04x}-{:04x}-{:04x}-{:012x}", h >> 32, j >> 16, j & 0xffff, h & 0xffff_ffff_ffff)
     }
 
     /// `(batch, job index)` of a job id, if this dataset has it.
@@ -245,11 +229,7 @@ impl Dataset {
         let size = self.spec.page_size.max(1);
         let n = self.batch_size(b);
         let first = self.span(b).0;
-        let page = if token.is_empty() {
-            0
-        } else {
-            token.parse::<u64>().ok()?.checked_sub(TOKEN_BASE)? as usize
-        };
+        let page = if token.is_empty() { 0 } else { token.parse::<u64>().ok()?.checked_sub(TOKEN_BASE)? as usize };
         let pages = n.div_ceil(size).max(1);
         // A batch that ends on a full page answers one more, empty page.
         let trailing_empty = n > 0 && n.is_multiple_of(size) && b % 2 == 1;
@@ -324,11 +304,7 @@ mod tests {
 
     #[test]
     fn every_job_is_found_by_its_id_and_batches_are_uneven() {
-        let d = Dataset::new(DatasetSpec {
-            jobs: 2_000,
-            batches: 6,
-            ..DatasetSpec::default()
-        });
+        let d = Dataset::new(DatasetSpec { jobs: 2_000, batches: 6, ..DatasetSpec::default() });
         assert_eq!(d.total_jobs(), 2_000);
         assert_eq!(d.batch_size(0), 0);
         assert_eq!(d.batch_size(1), 100);

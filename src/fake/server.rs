@@ -116,10 +116,7 @@ pub struct Counters {
 impl Counters {
     /// All API requests (storage excluded).
     pub fn api_requests(&self) -> u64 {
-        [&self.details, &self.pages, &self.jobs, &self.attachments]
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum()
+        [&self.details, &self.pages, &self.jobs, &self.attachments].iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 
     pub fn snapshot(&self) -> Value {
@@ -204,11 +201,7 @@ impl FakeApi {
         });
         tokio::spawn(serve(api, shared.clone(), false));
         tokio::spawn(serve(storage, shared.clone(), true));
-        Ok(Self {
-            base_url,
-            storage_url,
-            shared,
-        })
+        Ok(Self { base_url, storage_url, shared })
     }
 
     pub fn counters(&self) -> &Counters {
@@ -333,11 +326,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, storage: bool) -> R
     counters.progress.notify_waiters();
     if req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) != Some(shared.config.api_key.as_str()) {
         counters.auth_failures.fetch_add(1, Ordering::Relaxed);
-        return Ok(error(
-            StatusCode::BAD_REQUEST,
-            "auth-failure",
-            "The authentication key provided is incorrect",
-        ));
+        return Ok(error(StatusCode::BAD_REQUEST, "auth-failure", "The authentication key provided is incorrect"));
     }
     if let Some(limit) = &shared.limit
         && limit.check().is_err()
@@ -362,11 +351,9 @@ fn route(shared: &Shared, segments: &[&str], params: &HashMap<String, String>) -
     let ok = |data: Value, pretty: bool| json_response(StatusCode::OK, &json!({"data": data, "success": true}), pretty);
     let project_ok = |p: &str| p == d.spec.project;
     match segments {
-        ["v1", "projects", p, ..] if !project_ok(p) => error(
-            StatusCode::BAD_REQUEST,
-            "unauthorized",
-            "You do not have access to this project",
-        ),
+        ["v1", "projects", p, ..] if !project_ok(p) => {
+            error(StatusCode::BAD_REQUEST, "unauthorized", "You do not have access to this project")
+        }
         ["v1", "projects", _, "details"] => ok(d.details(), pretty),
         ["v1", "projects", _, "batch", batch] => {
             let Some(b) = d.batch_index(batch) else {
@@ -414,12 +401,7 @@ fn serve_storage(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
     if req.headers().contains_key("referer") {
         c.storage_saw_referer.store(true, Ordering::SeqCst);
     }
-    let job = req
-        .uri()
-        .path()
-        .trim_start_matches("/signed/")
-        .trim_end_matches(".json")
-        .to_owned();
+    let job = req.uri().path().trim_start_matches("/signed/").trim_end_matches(".json").to_owned();
     let dataset = shared.dataset();
     let Some((b, j)) = dataset.locate(&job) else {
         return plain(StatusCode::NOT_FOUND, "NoSuchKey");
@@ -481,10 +463,7 @@ async fn inject(shared: &Shared, fault: FaultKind) -> Result<Response<Body>, std
             )))
             .expect("valid response"),
         FaultKind::Reset => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionReset,
-                "injected reset",
-            ));
+            return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected reset"));
         }
         FaultKind::Truncate => {
             let body =
@@ -492,10 +471,7 @@ async fn inject(shared: &Shared, fault: FaultKind) -> Result<Response<Body>, std
             let half = Bytes::copy_from_slice(&body[..body.len() / 2]);
             let stream = futures::stream::iter(vec![
                 Ok(Frame::data(half)),
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionAborted,
-                    "injected truncation",
-                )),
+                Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "injected truncation")),
             ]);
             Response::builder()
                 .status(StatusCode::OK)
@@ -518,26 +494,16 @@ fn too_many(faults: &Faults) -> Response<Body> {
         faults.retry_after_secs.to_string()
     };
     let mut resp = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests");
-    resp.headers_mut()
-        .insert("retry-after", value.parse().expect("valid header"));
+    resp.headers_mut().insert("retry-after", value.parse().expect("valid header"));
     resp
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    json_response(
-        status,
-        &json!({"success": false, "error": {"code": code, "message": message}}),
-        false,
-    )
+    json_response(status, &json!({"success": false, "error": {"code": code, "message": message}}), false)
 }
 
 fn json_response(status: StatusCode, value: &Value, pretty: bool) -> Response<Body> {
-    let body = if pretty {
-        serde_json::to_vec_pretty(value)
-    } else {
-        serde_json::to_vec(value)
-    }
-    .expect("json");
+    let body = if pretty { serde_json::to_vec_pretty(value) } else { serde_json::to_vec(value) }.expect("json");
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
@@ -546,10 +512,7 @@ fn json_response(status: StatusCode, value: &Value, pretty: bool) -> Response<Bo
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .body(full(Bytes::from_static(text.as_bytes())))
-        .expect("valid response")
+    Response::builder().status(status).body(full(Bytes::from_static(text.as_bytes()))).expect("valid response")
 }
 
 fn full(bytes: Bytes) -> Body {

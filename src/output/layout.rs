@@ -13,9 +13,7 @@ pub fn is_safe_id(id: &str) -> bool {
         && id.len() <= MAX_ID_LEN
         && id != "."
         && id != ".."
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// The layout of one export directory.
@@ -49,9 +47,19 @@ impl Layout {
     /// The directory of a batch. The caller has checked the ID with [`is_safe_id`].
     pub fn batch(&self, batch: &str) -> BatchLayout {
         debug_assert!(is_safe_id(batch));
-        BatchLayout {
-            dir: self.batches().join(batch),
-        }
+        BatchLayout { dir: self.batches().join(batch) }
+    }
+    /// Where sync builds the new version of a changed batch before swapping it in.
+    pub fn staging_root(&self) -> PathBuf {
+        self.root.join(".staging")
+    }
+    pub fn staging(&self, batch: &str) -> BatchLayout {
+        debug_assert!(is_safe_id(batch));
+        BatchLayout { dir: self.staging_root().join(batch) }
+    }
+    /// Where sync moves batches that left the project.
+    pub fn removed(&self) -> PathBuf {
+        self.root.join("removed")
     }
 }
 
@@ -64,6 +72,10 @@ pub struct BatchLayout {
 impl BatchLayout {
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+    /// Marks a directory as a sync's staging copy (absent from live batches).
+    pub fn staging_marker(&self) -> PathBuf {
+        self.dir.join(".staging")
     }
     pub fn summary(&self) -> PathBuf {
         self.dir.join("batch.json")
@@ -93,26 +105,10 @@ mod tests {
 
     #[test]
     fn only_plain_segments_are_safe() {
-        for ok in [
-            "27f8303e-69fd-4b54-a4e9-63456571e195",
-            "fdda8970-dr3d-4978-9ce3-e80654d8078c",
-            "a.b_c",
-        ] {
+        for ok in ["27f8303e-69fd-4b54-a4e9-63456571e195", "fdda8970-dr3d-4978-9ce3-e80654d8078c", "a.b_c"] {
             assert!(is_safe_id(ok), "{ok}");
         }
-        for bad in [
-            "",
-            ".",
-            "..",
-            "../x",
-            "a/b",
-            "a\\b",
-            "/etc",
-            "ü",
-            "a b",
-            "a\0b",
-            &"x".repeat(129),
-        ] {
+        for bad in ["", ".", "..", "../x", "a/b", "a\\b", "/etc", "ü", "a b", "a\0b", &"x".repeat(129)] {
             assert!(!is_safe_id(bad), "{bad:?}");
         }
     }

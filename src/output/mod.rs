@@ -4,11 +4,13 @@
 mod atomic;
 mod layout;
 mod ndjson;
+mod swap;
 mod verify;
 mod writer;
 
 pub use atomic::{TEMP_PREFIX, fsync_dir, write_atomic};
 pub use layout::{BatchLayout, Layout, is_safe_id};
 pub use ndjson::{push_line, push_line_with_annotations};
+pub use swap::{prepare_staging, recover_swaps, swap_in};
 pub use verify::{Verification, verify};
 pub use writer::{BatchReport, WriteOp, Writer, WriterReport};

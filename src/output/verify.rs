@@ -43,9 +43,7 @@ pub fn verify(dir: &Path) -> Result<Verification, Error> {
     for (id, summary) in exported_batches(&layout, &manifest)? {
         v.batches += 1;
         if !is_safe_id(&id) {
-            v.problems.push(format!(
-                "batch {id:?}: id is not a safe path segment, so it was not exported"
-            ));
+            v.problems.push(format!("batch {id:?}: id is not a safe path segment, so it was not exported"));
             continue;
         }
         let files = layout.batch(&id);
@@ -67,11 +65,7 @@ struct Findings {
 
 impl Findings {
     fn new(what: &'static str) -> Self {
-        Self {
-            what,
-            count: 0,
-            examples: Vec::new(),
-        }
+        Self { what, count: 0, examples: Vec::new() }
     }
     fn add(&mut self, example: impl Into<String>) {
         self.count += 1;
@@ -81,17 +75,8 @@ impl Findings {
     }
     fn report(self, batch: &str, out: &mut Vec<String>) {
         if self.count > 0 {
-            let more = if self.count > self.examples.len() as u64 {
-                ", ..."
-            } else {
-                ""
-            };
-            out.push(format!(
-                "batch {batch}: {} {} ({}{more})",
-                self.count,
-                self.what,
-                self.examples.join(", ")
-            ));
+            let more = if self.count > self.examples.len() as u64 { ", ..." } else { "" };
+            out.push(format!("batch {batch}: {} {} ({}{more})", self.count, self.what, self.examples.join(", ")));
         }
     }
 }
@@ -107,23 +92,13 @@ fn verify_batch(
         match File::open(path) {
             Ok(f) => Ok(Some(BufReader::new(f))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(Error::Read {
-                path: path.into(),
-                source,
-            }),
+            Err(source) => Err(Error::Read { path: path.into(), source }),
         }
     };
-    match std::fs::read(files.summary())
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-    {
+    match std::fs::read(files.summary()).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok()) {
         Some(stored) if &stored == summary => {}
-        Some(_) => v
-            .problems
-            .push(format!("batch {id}: batch.json differs from project.json")),
-        None => v
-            .problems
-            .push(format!("batch {id}: batch.json is missing or not JSON")),
+        Some(_) => v.problems.push(format!("batch {id}: batch.json differs from project.json")),
+        None => v.problems.push(format!("batch {id}: batch.json is missing or not JSON")),
     }
 
     let mut bad_lines = Findings::new("bad lines");
@@ -163,10 +138,7 @@ fn verify_batch(
             if !done.insert(job.to_owned()) {
                 twice.add(job);
             }
-            let has_result = line
-                .get("result")
-                .and_then(Value::as_str)
-                .is_some_and(|r| !r.is_empty());
+            let has_result = line.get("result").and_then(Value::as_str).is_some_and(|r| !r.is_empty());
             if has_result {
                 let present = match mode {
                     AnnotationMode::None => true,
@@ -200,10 +172,7 @@ fn verify_batch(
     if let Some(total) = summary.get("total_jobs").and_then(Value::as_u64)
         && total != jobs.len() as u64
     {
-        v.problems.push(format!(
-            "batch {id}: batch.json says {total} jobs, jobs.ndjson holds {}",
-            jobs.len()
-        ));
+        v.problems.push(format!("batch {id}: batch.json says {total} jobs, jobs.ndjson holds {}", jobs.len()));
     }
     Ok(())
 }
@@ -220,10 +189,7 @@ fn for_each_line(
     let mut n = 0u64;
     loop {
         buf.clear();
-        let read = reader.read_until(b'\n', &mut buf).map_err(|source| Error::Read {
-            path: path.into(),
-            source,
-        })?;
+        let read = reader.read_until(b'\n', &mut buf).map_err(|source| Error::Read { path: path.into(), source })?;
         if read == 0 {
             return Ok(());
         }

@@ -2,9 +2,9 @@
 //! bounded channel. Workers never touch files. Lines are appended, and a batch's checkpoint moves
 //! only after the lines it covers are flushed and fsynced.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{BatchLayout, Layout, write_atomic};
+use super::{BatchLayout, swap_in, write_atomic};
 use crate::error::Error;
 use crate::report::{Failure, Reporter};
 use crate::state::{BatchState, Recovered, save_state};
@@ -25,26 +25,18 @@ const DRAIN_MAX: usize = 512;
 
 /// One thing to write.
 pub enum WriteOp {
-    /// A batch's recovered files; must come before any other op of the batch.
-    Attach { batch: String, recovered: Box<Recovered> },
+    /// A batch's recovered files in `files`; must come before any other op of the batch. With
+    /// `swap_into`, `files` is a staging copy that replaces that live batch once complete.
+    Attach { batch: String, files: BatchLayout, recovered: Box<Recovered>, swap_into: Option<BatchLayout> },
+    /// Copy the result lines (and annotation files) of these unchanged jobs from the previous
+    /// export of the batch.
+    CarryOver { batch: String, from: BatchLayout, jobs: HashSet<String> },
     /// New jobs of one listing page, as NDJSON lines. `last` ends the listing.
-    Page {
-        batch: String,
-        lines: Vec<u8>,
-        new_jobs: u64,
-        next_page_token: Option<String>,
-        last: bool,
-    },
+    Page { batch: String, lines: Vec<u8>, new_jobs: u64, next_page_token: Option<String>, last: bool },
     /// The listing stopped for good in this run.
     ListingFailed { batch: String, error: String },
     /// A job's result line, and its annotation document for `annotations/{job}.json`.
-    Result {
-        batch: String,
-        job: String,
-        line: Vec<u8>,
-        annotation_file: Option<Bytes>,
-        annotated: bool,
-    },
+    Result { batch: String, job: String, line: Vec<u8>, annotation_file: Option<Bytes>, annotated: bool },
     /// A job failed after its retries.
     JobFailed { batch: String, job: String, error: String },
 }
@@ -73,6 +65,7 @@ struct OpenBatch {
     results: BufWriter<File>,
     listing_closed: bool,
     dirty: bool,
+    swap_into: Option<BatchLayout>,
 }
 
 impl OpenBatch {
@@ -92,18 +85,52 @@ impl OpenBatch {
     }
 }
 
+/// Append the previous export's result lines of `jobs` to `ob`, with their annotation files
+/// (hard-linked, or copied where links fail). Found jobs are removed from `jobs`.
+fn carry_over(ob: &mut OpenBatch, from: &BatchLayout, jobs: &mut HashSet<String>) -> Result<(), Error> {
+    #[derive(serde::Deserialize)]
+    struct ResultId<'a> {
+        #[serde(borrow)]
+        job_id: std::borrow::Cow<'a, str>,
+    }
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let read_err = |source| Error::Read { path: from.results(), source };
+    let mut reader = BufReader::with_capacity(256 * 1024, File::open(from.results()).map_err(read_err)?);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).map_err(read_err)? == 0 {
+            break;
+        }
+        let Ok(head) = serde_json::from_slice::<ResultId<'_>>(&line) else { continue };
+        if !line.ends_with(b"\n") || !jobs.remove(head.job_id.as_ref()) {
+            continue;
+        }
+        let job = head.job_id.as_ref();
+        if super::is_safe_id(job) {
+            let (old, new) = (from.annotation(job), ob.files.annotation(job));
+            if old.exists() {
+                let _ = std::fs::remove_file(&new);
+                std::fs::hard_link(&old, &new)
+                    .or_else(|_| std::fs::copy(&old, &new).map(|_| ()))
+                    .map_err(|source| Error::Write { path: new, source })?;
+            }
+        }
+        ob.results.write_all(&line).map_err(|source| Error::Write { path: ob.files.results(), source })?;
+        ob.work.results += 1;
+        ob.work.results_bytes += line.len() as u64;
+    }
+    Ok(())
+}
+
 fn sync(file: &mut BufWriter<File>, path: &Path) -> Result<(), Error> {
-    file.flush()
-        .and_then(|()| file.get_ref().sync_data())
-        .map_err(|source| Error::Write {
-            path: path.into(),
-            source,
-        })
+    file.flush().and_then(|()| file.get_ref().sync_data()).map_err(|source| Error::Write { path: path.into(), source })
 }
 
 /// The writer thread's state.
 pub struct Writer {
-    layout: Layout,
     reporter: Arc<dyn Reporter>,
     open: HashMap<String, OpenBatch>,
     report: WriterReport,
@@ -111,14 +138,8 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn new(layout: Layout, reporter: Arc<dyn Reporter>) -> Self {
-        Self {
-            layout,
-            reporter,
-            open: HashMap::new(),
-            report: WriterReport::default(),
-            last_commit: Instant::now(),
-        }
+    pub fn new(reporter: Arc<dyn Reporter>) -> Self {
+        Self { reporter, open: HashMap::new(), report: WriterReport::default(), last_commit: Instant::now() }
     }
 
     /// Write everything the channel brings until every sender is gone. On an error, cancel the
@@ -151,16 +172,13 @@ impl Writer {
     }
 
     fn batch(&mut self, batch: &str) -> &mut OpenBatch {
-        self.open
-            .get_mut(batch)
-            .expect("a batch is attached before it is written")
+        self.open.get_mut(batch).expect("a batch is attached before it is written")
     }
 
     fn apply(&mut self, op: WriteOp) -> Result<(), Error> {
         match op {
-            WriteOp::Attach { batch, recovered } => {
+            WriteOp::Attach { batch, files, recovered, swap_into } => {
                 let r = *recovered;
-                let files = self.layout.batch(&batch);
                 let listing_closed = r.state.listing_done;
                 let ob = OpenBatch {
                     files,
@@ -169,22 +187,14 @@ impl Writer {
                     results: BufWriter::with_capacity(256 * 1024, r.results_file),
                     listing_closed,
                     dirty: true,
+                    swap_into,
                 };
                 self.open.insert(batch.clone(), ob);
                 self.close_if_finished(&batch)?;
             }
-            WriteOp::Page {
-                batch,
-                lines,
-                new_jobs,
-                next_page_token,
-                last,
-            } => {
+            WriteOp::Page { batch, lines, new_jobs, next_page_token, last } => {
                 let ob = self.batch(&batch);
-                ob.jobs.write_all(&lines).map_err(|source| Error::Write {
-                    path: ob.files.jobs(),
-                    source,
-                })?;
+                ob.jobs.write_all(&lines).map_err(|source| Error::Write { path: ob.files.jobs(), source })?;
                 ob.work.jobs += new_jobs;
                 ob.work.jobs_bytes += lines.len() as u64;
                 ob.work.pages += 1;
@@ -198,6 +208,20 @@ impl Writer {
                     self.close_if_finished(&batch)?;
                 }
             }
+            WriteOp::CarryOver { batch, from, mut jobs } => {
+                let ob = self.batch(&batch);
+                let before = ob.work.results;
+                carry_over(ob, &from, &mut jobs)?;
+                let carried = ob.work.results - before;
+                self.reporter.on_resume(carried);
+                let ob = self.batch(&batch);
+                for job in jobs {
+                    let error = "its result is missing from the previous export; rerun to fetch it".to_string();
+                    ob.work.failed.push(Failure { batch: batch.clone(), job: Some(job), error });
+                }
+                ob.dirty = true;
+                self.close_if_finished(&batch)?;
+            }
             WriteOp::ListingFailed { batch, error } => {
                 let ob = self.batch(&batch);
                 ob.work.listing_error = Some(error);
@@ -205,23 +229,14 @@ impl Writer {
                 ob.dirty = true;
                 self.close_if_finished(&batch)?;
             }
-            WriteOp::Result {
-                batch,
-                job,
-                line,
-                annotation_file,
-                annotated,
-            } => {
+            WriteOp::Result { batch, job, line, annotation_file, annotated } => {
                 let ob = self.batch(&batch);
                 if let Some(doc) = annotation_file {
                     // The document is in place before the line that says the job is done.
                     let path = ob.files.annotation(&job);
                     write_atomic(&path, &doc).map_err(|source| Error::Write { path, source })?;
                 }
-                ob.results.write_all(&line).map_err(|source| Error::Write {
-                    path: ob.files.results(),
-                    source,
-                })?;
+                ob.results.write_all(&line).map_err(|source| Error::Write { path: ob.files.results(), source })?;
                 ob.work.results += 1;
                 ob.work.results_bytes += line.len() as u64;
                 ob.dirty = true;
@@ -232,11 +247,7 @@ impl Writer {
             }
             WriteOp::JobFailed { batch, job, error } => {
                 let ob = self.batch(&batch);
-                ob.work.failed.push(Failure {
-                    batch: batch.clone(),
-                    job: Some(job),
-                    error,
-                });
+                ob.work.failed.push(Failure { batch: batch.clone(), job: Some(job), error });
                 ob.dirty = true;
                 self.reporter.on_job_done(false);
                 self.close_if_finished(&batch)?;
@@ -256,11 +267,18 @@ impl Writer {
         let mut ob = self.open.remove(batch).expect("closing an open batch");
         ob.commit()?;
         let ok = ob.work.is_complete() && ob.work.failed.is_empty();
+        if let Some(live) = ob.swap_into.as_ref().filter(|_| ok) {
+            // Close the files before their directory moves.
+            let dir = ob.files.clone();
+            drop(ob.jobs);
+            drop(ob.results);
+            swap_in(&dir, live).map_err(|source| Error::Write { path: live.dir().into(), source })?;
+            self.reporter.on_batch_done(batch, ok);
+            self.report.batches.push(BatchReport { batch: batch.to_owned(), state: ob.work });
+            return Ok(());
+        }
         self.reporter.on_batch_done(batch, ok);
-        self.report.batches.push(BatchReport {
-            batch: batch.to_owned(),
-            state: ob.work,
-        });
+        self.report.batches.push(BatchReport { batch: batch.to_owned(), state: ob.work });
         Ok(())
     }
 
@@ -269,14 +287,8 @@ impl Writer {
     fn commit_due(&mut self) -> Result<(), Error> {
         if self.last_commit.elapsed() < COMMIT_EVERY {
             for ob in self.open.values_mut().filter(|ob| ob.dirty) {
-                ob.jobs.flush().map_err(|source| Error::Write {
-                    path: ob.files.jobs(),
-                    source,
-                })?;
-                ob.results.flush().map_err(|source| Error::Write {
-                    path: ob.files.results(),
-                    source,
-                })?;
+                ob.jobs.flush().map_err(|source| Error::Write { path: ob.files.jobs(), source })?;
+                ob.results.flush().map_err(|source| Error::Write { path: ob.files.results(), source })?;
             }
             return Ok(());
         }

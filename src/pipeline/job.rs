@@ -27,13 +27,8 @@ pub(crate) async fn fetch_job(ctx: Arc<Ctx>, task: JobTask) -> Option<WriteOp> {
 }
 
 async fn fetch(ctx: &Ctx, task: &JobTask) -> Option<WriteOp> {
-    let failed = |error: String| {
-        Some(WriteOp::JobFailed {
-            batch: task.batch.to_string(),
-            job: task.job.clone(),
-            error,
-        })
-    };
+    let failed =
+        |error: String| Some(WriteOp::JobFailed { batch: task.batch.to_string(), job: task.job.clone(), error });
     if !is_safe_id(&task.job) {
         return failed(format!("job id {:?} is not a safe path segment; refused", task.job));
     }

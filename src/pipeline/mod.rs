@@ -14,10 +14,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, RequestError, is_fatal, parse_details};
-use crate::config::Config;
+use crate::config::{Config, Mode};
 use crate::error::Error;
-use crate::output::{Layout, WriteOp, Writer, WriterReport, is_safe_id, write_atomic};
-use crate::report::{Failure, Reporter, Summary};
+use crate::output::{Layout, WriteOp, Writer, WriterReport, is_safe_id, recover_swaps, write_atomic};
+use crate::report::{BatchChange, Failure, Reporter, Summary, SyncCounts};
 use crate::state::{BatchCounts, BatchState, DirLock, Manifest, RunState};
 
 /// Operations queued for the writer.
@@ -35,6 +35,7 @@ pub(crate) struct Ctx {
     /// Batches that needed no work, and batches refused before their files were opened.
     done: Mutex<Vec<(String, BatchState)>>,
     refused: Mutex<Vec<Failure>>,
+    sync: Mutex<SyncCounts>,
 }
 
 impl Ctx {
@@ -43,6 +44,18 @@ impl Ctx {
         let mut fatal = self.fatal.lock().expect("fatal lock");
         fatal.get_or_insert(error);
         self.cancel.cancel();
+    }
+
+    /// Count a batch (and what `f` adds) in the sync summary.
+    pub fn tally(&self, change: BatchChange, f: impl FnOnce(&mut SyncCounts)) {
+        let mut t = self.sync.lock().expect("sync lock");
+        match change {
+            BatchChange::Unchanged => t.batches_unchanged += 1,
+            BatchChange::Changed => t.batches_changed += 1,
+            BatchChange::New => t.batches_new += 1,
+            BatchChange::Resumed => {}
+        }
+        f(&mut t);
     }
 
     /// A request error that is fatal for the whole run (bad key, no access) stops it here;
@@ -68,15 +81,11 @@ pub async fn run(config: Config, reporter: Arc<dyn Reporter>, cancel: Cancellati
     let started = Instant::now();
     validate(&config)?;
     let layout = Layout::new(&config.out);
-    std::fs::create_dir_all(layout.root()).map_err(|source| Error::OutputDir {
-        path: layout.root().into(),
-        source,
-    })?;
+    std::fs::create_dir_all(layout.root()).map_err(|source| Error::OutputDir { path: layout.root().into(), source })?;
     let _lock = DirLock::acquire(&layout)?;
-    crate::state::remove_temp_files(layout.root()).map_err(|source| Error::OutputDir {
-        path: layout.root().into(),
-        source,
-    })?;
+    crate::state::remove_temp_files(layout.root())
+        .and_then(|()| recover_swaps(&layout))
+        .map_err(|source| Error::OutputDir { path: layout.root().into(), source })?;
     let mut manifest = open_manifest(&config, &layout)?;
     let client = ApiClient::new(&config, reporter.clone()).map_err(Error::Client)?;
 
@@ -88,10 +97,7 @@ pub async fn run(config: Config, reporter: Arc<dyn Reporter>, cancel: Cancellati
         if is_fatal(&e.source) {
             auth_error(&config.project, e)
         } else {
-            Error::FetchProject {
-                project: config.project.clone(),
-                source: Box::new(e),
-            }
+            Error::FetchProject { project: config.project.clone(), source: Box::new(e) }
         }
     })?;
     let batches = parse_details(&details).map_err(|source| Error::FetchProject {
@@ -103,24 +109,26 @@ pub async fn run(config: Config, reporter: Arc<dyn Reporter>, cancel: Cancellati
             source,
         }),
     })?;
+    let all_ids: Vec<String> = batches.iter().map(|(id, _)| id.clone()).collect();
     let batches = select_batches(&config, batches)?;
     write_if_changed(&layout.project(), details.get())?;
-    std::fs::create_dir_all(layout.batches()).map_err(|source| Error::OutputDir {
-        path: layout.batches(),
-        source,
-    })?;
+    std::fs::create_dir_all(layout.batches()).map_err(|source| Error::OutputDir { path: layout.batches(), source })?;
 
     manifest.state = RunState::Running;
     manifest.finished_at = None;
     manifest.batch_filter = config.batches.clone();
     manifest.save(&layout.manifest())?;
+    let removed = match config.mode {
+        Mode::Sync { .. } => remove_departed(&layout, &all_ids, &mut manifest, reporter.as_ref())?,
+        Mode::Export => 0,
+    };
 
     let expected: u64 = batches.iter().map(|(_, s)| summary_total_jobs(s)).sum();
     reporter.on_start(batches.len() as u64, expected);
     let batch_ids: Vec<String> = batches.iter().map(|(id, _)| id.clone()).collect();
 
     let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE);
-    let writer = Writer::new(layout.clone(), reporter.clone());
+    let writer = Writer::new(reporter.clone());
     let writer_cancel = cancel.clone();
     let writer = tokio::task::spawn_blocking(move || writer.run(write_rx, writer_cancel));
 
@@ -134,18 +142,12 @@ pub async fn run(config: Config, reporter: Arc<dyn Reporter>, cancel: Cancellati
         fatal: Mutex::new(None),
         done: Mutex::new(Vec::new()),
         refused: Mutex::new(Vec::new()),
+        sync: Mutex::new(SyncCounts { batches_removed: removed, ..SyncCounts::default() }),
     });
     crawl(&ctx, batches).await;
 
-    let Ctx {
-        writer: write_tx,
-        layout,
-        client,
-        fatal,
-        done,
-        refused,
-        ..
-    } = Arc::into_inner(ctx).expect("every task of the run has ended");
+    let Ctx { writer: write_tx, layout, client, fatal, done, refused, sync, config, .. } =
+        Arc::into_inner(ctx).expect("every task of the run has ended");
     drop(write_tx);
     let written = writer.await.expect("the writer thread does not panic");
     let fatal = fatal.into_inner().expect("fatal lock");
@@ -167,6 +169,9 @@ pub async fn run(config: Config, reporter: Arc<dyn Reporter>, cancel: Cancellati
         &mut manifest,
     );
     summary.stats = client.stats();
+    if matches!(config.mode, Mode::Sync { .. }) {
+        summary.sync = Some(sync.into_inner().expect("sync lock"));
+    }
     summary.elapsed_secs = started.elapsed().as_secs_f64();
     summary.interrupted = cancel.is_cancelled();
     let complete = summary.failed == 0 && summary.batches_complete == summary.batches && !summary.interrupted;
@@ -178,11 +183,7 @@ pub async fn run(config: Config, reporter: Arc<dyn Reporter>, cancel: Cancellati
         "partial"
     }
     .into();
-    manifest.state = if complete {
-        RunState::Complete
-    } else {
-        RunState::Partial
-    };
+    manifest.state = if complete { RunState::Complete } else { RunState::Partial };
     manifest.finished_at = Some(crate::state::now_rfc3339());
     write_failures(&layout, &manifest.failures)?;
     manifest.save(&layout.manifest())?;
@@ -226,15 +227,10 @@ fn validate(config: &Config) -> Result<(), Error> {
         )));
     }
     if let Some(b) = config.batches.iter().find(|b| !is_safe_id(b)) {
-        return Err(Error::Config(format!(
-            "batch id {b:?} is not valid: use letters, digits, '-', '_' or '.'"
-        )));
+        return Err(Error::Config(format!("batch id {b:?} is not valid: use letters, digits, '-', '_' or '.'")));
     }
     if !matches!(config.base_url.scheme(), "http" | "https") || config.base_url.cannot_be_a_base() {
-        return Err(Error::Config(format!(
-            "base URL {} is not an http(s) URL",
-            config.base_url
-        )));
+        return Err(Error::Config(format!("base URL {} is not an http(s) URL", config.base_url)));
     }
     if config.concurrency == 0 {
         return Err(Error::Config("--concurrency must be at least 1".into()));
@@ -278,15 +274,9 @@ fn select_batches(
         return Ok(batches);
     }
     if let Some(missing) = config.batches.iter().find(|b| !batches.iter().any(|(id, _)| id == *b)) {
-        return Err(Error::UnknownBatch {
-            project: config.project.clone(),
-            batch: missing.clone(),
-        });
+        return Err(Error::UnknownBatch { project: config.project.clone(), batch: missing.clone() });
     }
-    Ok(batches
-        .into_iter()
-        .filter(|(id, _)| config.batches.contains(id))
-        .collect())
+    Ok(batches.into_iter().filter(|(id, _)| config.batches.contains(id)).collect())
 }
 
 fn summary_total_jobs(summary: &RawValue) -> u64 {
@@ -295,10 +285,7 @@ fn summary_total_jobs(summary: &RawValue) -> u64 {
         #[serde(default)]
         total_jobs: Option<u64>,
     }
-    serde_json::from_str::<Total>(summary.get())
-        .ok()
-        .and_then(|t| t.total_jobs)
-        .unwrap_or(0)
+    serde_json::from_str::<Total>(summary.get()).ok().and_then(|t| t.total_jobs).unwrap_or(0)
 }
 
 /// Replace `path` with `json` (pretty-printed server text kept as it came) unless it already holds it.
@@ -308,10 +295,7 @@ pub(crate) fn write_if_changed(path: &std::path::Path, json: &str) -> Result<(),
     if std::fs::read(path).is_ok_and(|old| old == bytes) {
         return Ok(());
     }
-    write_atomic(path, &bytes).map_err(|source| Error::Write {
-        path: path.into(),
-        source,
-    })
+    write_atomic(path, &bytes).map_err(|source| Error::Write { path: path.into(), source })
 }
 
 fn auth_error(project: &str, err: RequestError) -> Error {
@@ -322,15 +306,9 @@ fn auth_error(project: &str, err: RequestError) -> Error {
     let message = if code == "unauthorized" || code == "core.webutil.auther" {
         format!("the API key has no access to project {project} ({})", err.source)
     } else {
-        format!(
-            "the API key was refused ({}); check --api-key or PLAYMENT_API_KEY",
-            err.source
-        )
+        format!("the API key was refused ({}); check --api-key or PLAYMENT_API_KEY", err.source)
     };
-    Error::Auth {
-        message,
-        source: Box::new(err),
-    }
+    Error::Auth { message, source: Box::new(err) }
 }
 
 fn summarize(
@@ -358,11 +336,7 @@ fn summarize(
         summary.batches_failed += u64::from(!complete);
         summary.failed += state.failed.len() as u64;
         if let Some(error) = &state.listing_error {
-            manifest.failures.push(Failure {
-                batch: id.clone(),
-                job: None,
-                error: error.clone(),
-            });
+            manifest.failures.push(Failure { batch: id.clone(), job: None, error: error.clone() });
         }
         manifest.failures.extend(state.failed.iter().cloned());
         manifest.batches.insert(
@@ -381,6 +355,52 @@ fn summarize(
     manifest.failures.extend(refused);
     summary.failures = manifest.failures.clone();
     summary
+}
+
+/// Sync: move every batch directory whose batch left the project to `removed/`, and record it.
+fn remove_departed(
+    layout: &Layout,
+    project: &[String],
+    manifest: &mut Manifest,
+    reporter: &dyn Reporter,
+) -> Result<u64, Error> {
+    let io = |path: std::path::PathBuf| move |source| Error::Write { path, source };
+    let mut removed = 0;
+    let Ok(entries) = std::fs::read_dir(layout.batches()) else { return Ok(0) };
+    let mut departed = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io(layout.batches()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.path().is_dir() && !project.contains(&name) {
+            departed.push(name);
+        }
+    }
+    departed.sort();
+    for id in departed {
+        let target = layout.removed().join(&id);
+        std::fs::create_dir_all(layout.removed()).map_err(io(layout.removed()))?;
+        if target.exists() {
+            std::fs::remove_dir_all(&target).map_err(io(target.clone()))?;
+        }
+        std::fs::rename(layout.batches().join(&id), &target).map_err(io(target.clone()))?;
+        crate::output::fsync_dir(&layout.batches())
+            .and_then(|()| crate::output::fsync_dir(&layout.removed()))
+            .map_err(io(target.clone()))?;
+        let staging = layout.staging_root().join(&id);
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(io(staging.clone()))?;
+        }
+        manifest.batches.remove(&id);
+        manifest
+            .removed_batches
+            .push(crate::state::RemovedBatch { id: id.clone(), removed_at: crate::state::now_rfc3339() });
+        reporter.on_batch_removed(&id);
+        removed += 1;
+    }
+    if removed > 0 {
+        manifest.save(&layout.manifest())?;
+    }
+    Ok(removed)
 }
 
 fn write_failures(layout: &Layout, failures: &[Failure]) -> Result<(), Error> {

@@ -4,16 +4,17 @@
 //! are on disk; every line carries its job's id, so recovery keeps each complete line of a listed
 //! job once and cuts the rest, and the rerun fetches exactly what is missing.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::output::Layout;
+use crate::output::BatchLayout;
 use crate::output::write_atomic;
 use crate::report::Failure;
+use crate::state::sync::fingerprint;
 
 const STATE_VERSION: u32 = 1;
 
@@ -49,9 +50,9 @@ impl BatchState {
 
 pub fn load_state(path: &Path) -> io::Result<Option<BatchState>> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map(Some).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
@@ -70,6 +71,8 @@ pub struct Recovered {
     pub known: HashSet<String>,
     /// Jobs in `jobs.ndjson` without a result line, in listing order.
     pub pending: Vec<String>,
+    /// Fingerprints of the pending jobs' listing entries, when asked for.
+    pub fingerprints: HashMap<String, u64>,
     pub jobs_file: File,
     pub results_file: File,
     /// What recovery had to repair, for the user.
@@ -89,8 +92,7 @@ struct ResultHead<'a> {
 }
 
 /// The state of a batch that needs no work, without opening its files; `None` if it needs work.
-pub fn complete_state(layout: &Layout, batch: &str) -> io::Result<Option<BatchState>> {
-    let files = layout.batch(batch);
+pub fn complete_state(files: &BatchLayout) -> io::Result<Option<BatchState>> {
     let Some(state) = load_state(&files.state())? else {
         return Ok(None);
     };
@@ -103,8 +105,11 @@ pub fn complete_state(layout: &Layout, batch: &str) -> io::Result<Option<BatchSt
 /// duplicate jobs and results that name no listed job. Complete lines past the checkpoint are
 /// kept (a `kill -9` loses nothing the kernel already has); the listing resumes from the
 /// checkpoint's token and the job-id set makes re-listed pages add nothing twice.
-pub fn recover(layout: &Layout, batch: &str, annotation_files: bool) -> io::Result<Recovered> {
-    let files = layout.batch(batch);
+///
+/// With `hashes`, the fingerprint of each pending job's listing entry is returned too (sync
+/// compares it with the previous export).
+pub fn recover(files: &BatchLayout, annotation_files: bool, hashes: bool) -> io::Result<Recovered> {
+    let batch = files.dir().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     std::fs::create_dir_all(files.dir())?;
     if annotation_files {
         std::fs::create_dir_all(files.annotations())?;
@@ -122,29 +127,28 @@ pub fn recover(layout: &Layout, batch: &str, annotation_files: bool) -> io::Resu
     let jobs_file = open_append(&files.jobs())?;
     let mut order = Vec::with_capacity(state.jobs as usize);
     let mut known = HashSet::with_capacity(state.jobs as usize);
+    let mut prints = HashMap::new();
     let jobs = repair(&files.jobs(), &jobs_file, |line| {
         let Ok(head) = serde_json::from_slice::<JobHead<'_>>(line) else {
             return false;
         };
         let fresh = known.insert(head.id.to_string());
         if fresh {
+            if hashes && let Some(print) = fingerprint(line) {
+                prints.insert(head.id.to_string(), print);
+            }
             order.push(head.id.into_owned());
         }
         fresh
     })?;
     if jobs.first_drop.is_some_and(|at| at < state.jobs_bytes) || jobs.len < state.jobs_bytes {
         // The checkpoint no longer describes the file: list again from the first page.
-        notices.push(format!(
-            "batch {batch}: jobs.ndjson does not match its checkpoint; listing the batch again"
-        ));
+        notices.push(format!("batch {batch}: jobs.ndjson does not match its checkpoint; listing the batch again"));
         state.listing_done = false;
         state.next_page_token = None;
     }
     if jobs.dropped > 0 {
-        notices.push(format!(
-            "batch {batch}: cut {} bytes of torn or repeated lines from jobs.ndjson",
-            jobs.dropped
-        ));
+        notices.push(format!("batch {batch}: cut {} bytes of torn or repeated lines from jobs.ndjson", jobs.dropped));
     }
     state.jobs = order.len() as u64;
     state.jobs_bytes = jobs.len;
@@ -164,15 +168,9 @@ pub fn recover(layout: &Layout, batch: &str, annotation_files: bool) -> io::Resu
     }
     state.results = done.len() as u64;
     state.results_bytes = results.len;
-    let pending = order.into_iter().filter(|id| !done.contains(id)).collect();
-    Ok(Recovered {
-        state,
-        known,
-        pending,
-        jobs_file,
-        results_file,
-        notices,
-    })
+    let pending: Vec<String> = order.into_iter().filter(|id| !done.contains(id)).collect();
+    prints.retain(|id, _| !done.contains(id));
+    Ok(Recovered { state, known, pending, fingerprints: prints, jobs_file, results_file, notices })
 }
 
 /// What [`repair`] did to a file.
@@ -215,22 +213,14 @@ fn repair(path: &Path, file: &File, mut keep: impl FnMut(&[u8]) -> bool) -> io::
         (&*file).write_all(&moved)?;
         file.sync_data()?;
     }
-    Ok(Repaired {
-        len: good_prefix + moved.len() as u64,
-        dropped,
-        first_drop,
-    })
+    Ok(Repaired { len: good_prefix + moved.len() as u64, dropped, first_drop })
 }
 
 /// Remove the temp files an interrupted atomic write left in `dir`.
 pub fn remove_temp_files(dir: &Path) -> io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        if entry
-            .file_name()
-            .as_encoded_bytes()
-            .starts_with(crate::output::TEMP_PREFIX.as_bytes())
-        {
+        if entry.file_name().as_encoded_bytes().starts_with(crate::output::TEMP_PREFIX.as_bytes()) {
             std::fs::remove_file(entry.path())?;
         }
     }

@@ -16,17 +16,9 @@ impl DirLock {
     /// Take the lock or fail at once, naming the holder. Touches nothing when it fails.
     pub fn acquire(layout: &Layout) -> Result<Self, Error> {
         let path = layout.lock();
-        let io_err = |source| Error::OutputDir {
-            path: path.clone(),
-            source,
-        };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io_err)?;
+        let io_err = |source| Error::OutputDir { path: path.clone(), source };
+        let mut file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io_err)?;
         match file.try_lock() {
             Ok(()) => {
                 let holder = format!("pid {}, started {}\n", std::process::id(), super::now_rfc3339());
@@ -41,11 +33,7 @@ impl DirLock {
                 let holder = holder.trim();
                 Err(Error::Locked {
                     path: layout.root().to_path_buf(),
-                    holder: if holder.is_empty() {
-                        "holder unknown".into()
-                    } else {
-                        holder.to_owned()
-                    },
+                    holder: if holder.is_empty() { "holder unknown".into() } else { holder.to_owned() },
                 })
             }
             Err(TryLockError::Error(e)) => Err(io_err(e)),

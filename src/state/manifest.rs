@@ -51,6 +51,16 @@ pub struct Manifest {
     pub batches: BTreeMap<String, BatchCounts>,
     #[serde(default)]
     pub failures: Vec<Failure>,
+    /// Batches that left the project, moved to `removed/` by sync.
+    #[serde(default)]
+    pub removed_batches: Vec<RemovedBatch>,
+}
+
+/// A batch sync moved out of `batches/` because it left the project.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovedBatch {
+    pub id: String,
+    pub removed_at: String,
 }
 
 impl Manifest {
@@ -73,6 +83,7 @@ impl Manifest {
             batch_filter: Vec::new(),
             batches: BTreeMap::new(),
             failures: Vec::new(),
+            removed_batches: Vec::new(),
         }
     }
 
@@ -84,10 +95,7 @@ impl Manifest {
                 source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(Error::Read {
-                path: path.into(),
-                source,
-            }),
+            Err(source) => Err(Error::Read { path: path.into(), source }),
         }
     }
 
@@ -95,10 +103,7 @@ impl Manifest {
         self.updated_at = now_rfc3339();
         let mut bytes = serde_json::to_vec_pretty(self).expect("manifest serializes");
         bytes.push(b'\n');
-        write_atomic(path, &bytes).map_err(|source| Error::Write {
-            path: path.into(),
-            source,
-        })
+        write_atomic(path, &bytes).map_err(|source| Error::Write { path: path.into(), source })
     }
 }
 

@@ -5,8 +5,9 @@ mod batch;
 mod lock;
 mod manifest;
 mod status;
+pub mod sync;
 
 pub use batch::{BatchState, Recovered, complete_state, load_state, recover, remove_temp_files, save_state};
 pub use lock::DirLock;
-pub use manifest::{BatchCounts, Manifest, RunState, now_rfc3339};
+pub use manifest::{BatchCounts, Manifest, RemovedBatch, RunState, now_rfc3339};
 pub use status::{BatchStatus, Status, exported_batches, status};

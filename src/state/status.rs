@@ -47,10 +47,7 @@ pub struct Status {
 /// `(id, summary)`.
 pub fn exported_batches(layout: &Layout, manifest: &Manifest) -> Result<Vec<(String, serde_json::Value)>, Error> {
     let path = layout.project();
-    let bytes = std::fs::read(&path).map_err(|source| Error::Read {
-        path: path.clone(),
-        source,
-    })?;
+    let bytes = std::fs::read(&path).map_err(|source| Error::Read { path: path.clone(), source })?;
     let details: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Error::Read {
         path: path.clone(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
@@ -73,10 +70,7 @@ pub fn status(dir: &Path) -> Result<Status, Error> {
         project_id: manifest.project_id.clone(),
         state: match (&manifest.state, &running) {
             (super::RunState::Running, None) => "interrupted".into(),
-            (s, _) => serde_json::to_value(s)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            (s, _) => serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
         },
         running,
         updated_at: manifest.updated_at.clone(),
@@ -91,10 +85,8 @@ pub fn status(dir: &Path) -> Result<Status, Error> {
     for (id, summary) in exported_batches(&layout, &manifest)? {
         let expected_jobs = summary["total_jobs"].as_u64();
         let state = if is_safe_id(&id) {
-            load_state(&layout.batch(&id).state()).map_err(|source| Error::Read {
-                path: layout.batch(&id).state(),
-                source,
-            })?
+            load_state(&layout.batch(&id).state())
+                .map_err(|source| Error::Read { path: layout.batch(&id).state(), source })?
         } else {
             None
         };

@@ -22,38 +22,24 @@ fn help_lists_the_commands() {
 fn usage_errors_exit_2() {
     let out = bin().args(["export", "--out", "x"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = bin()
-        .args(["export", "--project", "p", "--out", "x", "--concurrency", "0"])
-        .output()
-        .unwrap();
+    let out = bin().args(["export", "--project", "p", "--out", "x", "--concurrency", "0"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
 fn a_missing_key_is_one_line_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
-    let out = bin()
-        .args(["export", "--project", "p", "--out"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = bin().args(["export", "--project", "p", "--out"]).arg(dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("PLAYMENT_API_KEY"), "{err}");
-    assert!(
-        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
-        "nothing written"
-    );
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "nothing written");
 }
 
 #[test]
 fn help_never_shows_the_key_from_the_environment() {
-    let out = bin()
-        .env("PLAYMENT_API_KEY", "top-secret-value")
-        .args(["export", "--help"])
-        .output()
-        .unwrap();
+    let out = bin().env("PLAYMENT_API_KEY", "top-secret-value").args(["export", "--help"]).output().unwrap();
     assert!(out.status.success());
     assert!(!String::from_utf8_lossy(&out.stdout).contains("top-secret-value"));
 }
@@ -62,17 +48,7 @@ fn help_never_shows_the_key_from_the_environment() {
 fn demo_exports_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let out = bin()
-        .args([
-            "demo",
-            "--jobs",
-            "150",
-            "--batches",
-            "4",
-            "--latency-ms",
-            "0",
-            "--json",
-            "--out",
-        ])
+        .args(["demo", "--jobs", "150", "--batches", "4", "--latency-ms", "0", "--json", "--out"])
         .arg(dir.path().join("demo"))
         .output()
         .unwrap();

@@ -46,10 +46,7 @@ async fn batch_filter_exports_only_the_named_batches() {
     c.batches = vec![wanted.clone()];
     let summary = run(c).await.unwrap();
     assert_eq!(summary.batches, 1);
-    let dirs: Vec<_> = std::fs::read_dir(dir.path().join("batches"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let dirs: Vec<_> = std::fs::read_dir(dir.path().join("batches")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(dirs, vec![std::ffi::OsString::from(&wanted)]);
     assert_eq!(summary.jobs as usize, fake.dataset().batch_size(3));
 
@@ -77,10 +74,7 @@ async fn hostile_ids_write_nothing_outside_the_export() {
         assert!(!f.to_string_lossy().contains("escaped"), "{}", f.display());
     }
     let failures = std::fs::read_to_string(out.join("failures.ndjson")).unwrap();
-    assert!(
-        failures.contains("escaped-batch") && failures.contains("escaped-job"),
-        "{failures}"
-    );
+    assert!(failures.contains("escaped-batch") && failures.contains("escaped-job"), "{failures}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,11 +93,7 @@ async fn storage_never_sees_the_key_or_a_referer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_key_is_in_no_file() {
-    let fake = start(FakeConfig {
-        api_key: "sEcReT-kEy-123".into(),
-        ..quirky(50, 3)
-    })
-    .await;
+    let fake = start(FakeConfig { api_key: "sEcReT-kEy-123".into(), ..quirky(50, 3) }).await;
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(&fake, dir.path());
     c.annotations = AnnotationMode::Inline;
@@ -111,11 +101,7 @@ async fn the_key_is_in_no_file() {
     assert!(!format!("{:?}", config(&fake, dir.path())).contains("sEcReT"));
     for f in files_under(dir.path()) {
         let bytes = std::fs::read(&f).unwrap();
-        assert!(
-            !String::from_utf8_lossy(&bytes).contains("sEcReT-kEy-123"),
-            "{}",
-            f.display()
-        );
+        assert!(!String::from_utf8_lossy(&bytes).contains("sEcReT-kEy-123"), "{}", f.display());
     }
 }
 
@@ -139,9 +125,6 @@ async fn unknown_project_is_one_clear_error() {
     c.project = "no-such-project".into();
     let err = run(c).await.unwrap_err();
     assert_eq!(err.exit_code(), 1);
-    assert!(
-        err.to_string().contains("no access to project no-such-project"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("no access to project no-such-project"), "{err}");
     assert_eq!(fake.counters().api_requests(), 1);
 }

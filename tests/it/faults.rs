@@ -11,11 +11,7 @@ use crate::support::{assert_exact, config, quirky, run, start};
 
 fn failing_first(kind: FaultKind, n: u32) -> FakeConfig {
     FakeConfig {
-        faults: Faults {
-            fail_first: Some((kind, n)),
-            retry_after_secs: 1,
-            ..Faults::default()
-        },
+        faults: Faults { fail_first: Some((kind, n)), retry_after_secs: 1, ..Faults::default() },
         ..quirky(60, 4)
     }
 }
@@ -89,14 +85,7 @@ async fn retry_after_as_an_http_date_is_honoured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_signed_urls_are_asked_for_again() {
-    let fake = start(FakeConfig {
-        faults: Faults {
-            expire_first: 2,
-            ..Faults::default()
-        },
-        ..quirky(40, 3)
-    })
-    .await;
+    let fake = start(FakeConfig { faults: Faults { expire_first: 2, ..Faults::default() }, ..quirky(40, 3) }).await;
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(&fake, dir.path());
     c.annotations = AnnotationMode::Files;
@@ -123,23 +112,13 @@ async fn failed_jobs_are_recorded_then_retried_by_the_rerun() {
         serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["state"], "partial");
     assert_eq!(manifest["failures"].as_array().unwrap().len(), 60);
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("failures.ndjson"))
-            .unwrap()
-            .lines()
-            .count(),
-        60
-    );
+    assert_eq!(std::fs::read_to_string(dir.path().join("failures.ndjson")).unwrap().lines().count(), 60);
 
     let pages_before = fake.counters().pages.load(Ordering::Relaxed);
     let summary = run(c).await.unwrap();
     assert_eq!(summary.state, "complete", "{:?}", summary.failures);
     assert_eq!(summary.results_written, 60);
-    assert_eq!(
-        fake.counters().pages.load(Ordering::Relaxed),
-        pages_before,
-        "listings are not fetched again"
-    );
+    assert_eq!(fake.counters().pages.load(Ordering::Relaxed), pages_before, "listings are not fetched again");
     assert!(!dir.path().join("failures.ndjson").exists());
     assert_exact(&fake, dir.path(), AnnotationMode::None);
 }
@@ -156,15 +135,9 @@ async fn a_random_fault_storm_still_gives_an_exact_export() {
         (FaultKind::Html502, 0.01),
         (FaultKind::Hang, 0.002),
     ];
-    let fake = start(FakeConfig {
-        faults: Faults {
-            random,
-            retry_after_secs: 1,
-            ..Faults::default()
-        },
-        ..quirky(400, 6)
-    })
-    .await;
+    let fake =
+        start(FakeConfig { faults: Faults { random, retry_after_secs: 1, ..Faults::default() }, ..quirky(400, 6) })
+            .await;
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(&fake, dir.path());
     c.annotations = AnnotationMode::Inline;

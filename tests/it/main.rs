@@ -8,3 +8,4 @@ mod fixtures;
 mod limits;
 mod resume;
 mod support;
+mod sync;

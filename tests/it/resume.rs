@@ -14,22 +14,14 @@ use crate::support::{assert_exact, config, files_under, quirky, read_ndjson, run
 /// The binary exporting from `fake` into `out`.
 fn export_cmd(fake: &FakeApi, out: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_playment-export"));
-    cmd.args([
-        "export",
-        "--project",
-        fake.project(),
-        "--base-url",
-        fake.base_url.as_str(),
-        "--rps",
-        "0",
-    ])
-    .args(["--concurrency", "8", "--quiet", "--out"])
-    .arg(out)
-    .args(extra)
-    .env("PLAYMENT_API_KEY", fake.api_key())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .kill_on_drop(true);
+    cmd.args(["export", "--project", fake.project(), "--base-url", fake.base_url.as_str(), "--rps", "0"])
+        .args(["--concurrency", "8", "--quiet", "--out"])
+        .arg(out)
+        .args(extra)
+        .env("PLAYMENT_API_KEY", fake.api_key())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
     cmd
 }
 
@@ -47,11 +39,8 @@ fn phases(fake: &FakeApi, out: &Path) -> (bool, bool) {
     let (mut listing, mut results) = (false, false);
     for b in d.live() {
         let dir = out.join("batches").join(d.batch_id(b));
-        let count = |name: &str| {
-            std::fs::read(dir.join(name))
-                .map(|b| b.iter().filter(|&&c| c == b'\n').count())
-                .unwrap_or(0)
-        };
+        let count =
+            |name: &str| std::fs::read(dir.join(name)).map(|b| b.iter().filter(|&&c| c == b'\n').count()).unwrap_or(0);
         let jobs = count("jobs.ndjson");
         listing |= jobs > 0 && jobs < d.batch_size(b);
         results |= count("results.ndjson") < jobs;
@@ -65,55 +54,35 @@ async fn resume_after_repeated_kill_9_is_exact() {
     fc.latency = Duration::from_millis(1);
     let fake = start(fc).await;
     let dir = tempfile::tempdir().unwrap();
-    let seed = std::env::var("CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
+    let seed = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
     eprintln!("kill moments from CRASH_SEED={seed}");
     let mut rng = seed;
     let (mut saw_listing, mut saw_results) = (0, 0);
     const KILLS: usize = 12;
     for i in 0..KILLS {
         let target = fake.counters().api_requests() + 20 + next(&mut rng) % 280;
-        let mut child = export_cmd(&fake, dir.path(), &["--annotations", "files"])
-            .spawn()
-            .unwrap();
+        let mut child = export_cmd(&fake, dir.path(), &["--annotations", "files"]).spawn().unwrap();
         tokio::select! {
             () = fake.wait_for_api_requests(target) => {}
             status = child.wait() => panic!("run {i} ended before it was killed: {status:?}"),
         }
         child.start_kill().unwrap();
         let status = child.wait().await.unwrap();
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&status),
-            Some(9),
-            "run {i}"
-        );
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "run {i}");
         let (listing, results) = phases(&fake, dir.path());
         saw_listing += usize::from(listing);
         saw_results += usize::from(results);
     }
     let before = fake.counters().api_requests();
-    let out = export_cmd(&fake, dir.path(), &["--annotations", "files"])
-        .output()
-        .await
-        .unwrap();
+    let out = export_cmd(&fake, dir.path(), &["--annotations", "files"]).output().await.unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(saw_listing > 0, "no kill landed while a batch was being listed");
     assert!(saw_results > 0, "no kill landed while results were being fetched");
     assert_exact(&fake, dir.path(), AnnotationMode::Files);
     for f in files_under(dir.path()) {
-        assert!(
-            !f.file_name().unwrap().to_string_lossy().starts_with(".tmp-"),
-            "left over: {}",
-            f.display()
-        );
+        assert!(!f.file_name().unwrap().to_string_lossy().starts_with(".tmp-"), "left over: {}", f.display());
     }
     // For the record: what the kills cost beyond a single clean run.
     let c = fake.counters();
@@ -138,9 +107,7 @@ async fn interrupted_by(signal: i32) {
     fc.latency = Duration::from_millis(2);
     let fake = start(fc).await;
     let dir = tempfile::tempdir().unwrap();
-    let child = export_cmd(&fake, dir.path(), &["--annotations", "inline"])
-        .spawn()
-        .unwrap();
+    let child = export_cmd(&fake, dir.path(), &["--annotations", "inline"]).spawn().unwrap();
     fake.wait_for_api_requests(150).await;
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(child.id().unwrap() as i32, signal) }, 0);
@@ -155,10 +122,7 @@ async fn interrupted_by(signal: i32) {
         .sum();
     assert!(done_before > 0 && done_before < 800, "{done_before}");
     let jobs_before = fake.counters().jobs.load(std::sync::atomic::Ordering::Relaxed);
-    let out = export_cmd(&fake, dir.path(), &["--annotations", "inline"])
-        .output()
-        .await
-        .unwrap();
+    let out = export_cmd(&fake, dir.path(), &["--annotations", "inline"]).output().await.unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     // The rerun fetched exactly the results that were missing.
     let jobs_after = fake.counters().jobs.load(std::sync::atomic::Ordering::Relaxed);
@@ -205,10 +169,7 @@ async fn a_second_run_exits_4_and_touches_nothing() {
     let slow_fake = start(slow).await;
     let mut holder = export_cmd(&slow_fake, &dir.path().join("other"), &[]).spawn().unwrap();
     slow_fake.wait_for_api_requests(1).await;
-    let out = export_cmd(&slow_fake, &dir.path().join("other"), &[])
-        .output()
-        .await
-        .unwrap();
+    let out = export_cmd(&slow_fake, &dir.path().join("other"), &[]).output().await.unwrap();
     assert_eq!(out.status.code(), Some(4));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("pid {}", holder.id().unwrap())), "{err}");
@@ -216,30 +177,19 @@ async fn a_second_run_exits_4_and_touches_nothing() {
     // A dead holder blocks nothing.
     holder.start_kill().unwrap();
     holder.wait().await.unwrap();
-    let out = export_cmd(&fake, &dir.path().join("other"), &[])
-        .output()
-        .await
-        .unwrap();
+    let out = export_cmd(&fake, &dir.path().join("other"), &[]).output().await.unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 
     // The first export was never touched by any of this.
-    let lock = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(dir.path().join(".lock"))
-        .unwrap();
+    let lock = std::fs::OpenOptions::new().read(true).write(true).open(dir.path().join(".lock")).unwrap();
     lock.try_lock().unwrap();
     let before_locked = snapshot(dir.path());
     let out = export_cmd(&fake, dir.path(), &[]).output().await.unwrap();
     assert_eq!(out.status.code(), Some(4));
-    let after: Vec<_> = snapshot(dir.path())
-        .into_iter()
-        .filter(|(p, ..)| !p.starts_with(dir.path().join("other")))
-        .collect();
-    let before_locked: Vec<_> = before_locked
-        .into_iter()
-        .filter(|(p, ..)| !p.starts_with(dir.path().join("other")))
-        .collect();
+    let after: Vec<_> =
+        snapshot(dir.path()).into_iter().filter(|(p, ..)| !p.starts_with(dir.path().join("other"))).collect();
+    let before_locked: Vec<_> =
+        before_locked.into_iter().filter(|(p, ..)| !p.starts_with(dir.path().join("other"))).collect();
     assert_eq!(after, before_locked);
     assert_eq!(before.len(), after.len());
 }
@@ -264,10 +214,7 @@ async fn torn_tails_are_cut_and_only_the_missing_job_is_fetched() {
     let before = fake.counters().jobs.load(std::sync::atomic::Ordering::Relaxed);
     let summary = run(config(&fake, dir.path())).await.unwrap();
     assert_eq!(summary.results_written, 1);
-    assert_eq!(
-        fake.counters().jobs.load(std::sync::atomic::Ordering::Relaxed) - before,
-        1
-    );
+    assert_eq!(fake.counters().jobs.load(std::sync::atomic::Ordering::Relaxed) - before, 1);
     assert_exact(&fake, dir.path(), AnnotationMode::None);
 }
 
@@ -282,10 +229,7 @@ async fn verify_and_status_read_an_export() {
     assert!(v.ok(), "{:?}", v.problems);
     assert_eq!(v.results, 200);
     let st = playment_export::state::status(dir.path()).unwrap();
-    assert_eq!(
-        (st.state.as_str(), st.jobs, st.results, st.missing),
-        ("complete", 200, 200, 0)
-    );
+    assert_eq!((st.state.as_str(), st.jobs, st.results, st.missing), ("complete", 200, 200, 0));
 
     // Damage: a repeated result, a missing annotation file, a torn job line.
     let d = fake.dataset();
@@ -293,12 +237,7 @@ async fn verify_and_status_read_an_export() {
     let results = std::fs::read_to_string(batch.join("results.ndjson")).unwrap();
     let first = results.lines().next().unwrap().to_owned();
     std::fs::write(batch.join("results.ndjson"), format!("{results}{first}\n")).unwrap();
-    let doc = std::fs::read_dir(batch.join("annotations"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let doc = std::fs::read_dir(batch.join("annotations")).unwrap().next().unwrap().unwrap().path();
     std::fs::remove_file(doc).unwrap();
     let mut jobs = std::fs::read(batch.join("jobs.ndjson")).unwrap();
     jobs.extend_from_slice(b"{\"id\":");

@@ -14,12 +14,7 @@ use tokio_util::sync::CancellationToken;
 /// A small project with every quirk of the generator.
 pub fn quirky(jobs: usize, batches: usize) -> FakeConfig {
     FakeConfig {
-        dataset: DatasetSpec {
-            jobs,
-            batches,
-            page_size: 10,
-            ..DatasetSpec::default()
-        },
+        dataset: DatasetSpec { jobs, batches, page_size: 10, ..DatasetSpec::default() },
         ..FakeConfig::default()
     }
 }
@@ -50,11 +45,7 @@ pub async fn run(config: Config) -> Result<Summary, playment_export::Error> {
 /// Lines of an NDJSON file, each checked to be complete JSON.
 pub fn read_ndjson(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert!(
-        text.is_empty() || text.ends_with('\n'),
-        "{} ends without a newline",
-        path.display()
-    );
+    assert!(text.is_empty() || text.ends_with('\n'), "{} ends without a newline", path.display());
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: bad line {l:?}: {e}", path.display())))
         .collect()
@@ -64,10 +55,7 @@ pub fn read_ndjson(path: &Path) -> Vec<Value> {
 fn by_key(lines: Vec<Value>, key: &str, what: &str) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
     for line in lines {
-        let id = line[key]
-            .as_str()
-            .unwrap_or_else(|| panic!("{what}: line without {key}"))
-            .to_owned();
+        let id = line[key].as_str().unwrap_or_else(|| panic!("{what}: line without {key}")).to_owned();
         assert!(out.insert(id.clone(), line).is_none(), "{what}: job {id} appears twice");
     }
     out
