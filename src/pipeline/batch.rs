@@ -145,6 +145,11 @@ fn open_batch(ctx: &Ctx, id: &str, summary: &RawValue) -> Result<Opened, Error> 
         return Ok(Opened::Work { files: live, recovered: Box::new(recovered), previous: None, change });
     }
     // Changed (or --full): list it afresh into a staging copy, keeping what did not change.
+    // A staging copy left by an interrupted sync is resumed only if it was started for this
+    // very summary; otherwise the project moved on and it starts over.
+    if staging.dir().exists() && !same_summary(&staging.summary(), summary.get()) {
+        std::fs::remove_dir_all(staging.dir()).map_err(io(&staging))?;
+    }
     prepare_staging(&staging).map_err(io(&staging))?;
     let previous = Previous::load(live.clone()).map_err(io(&live))?;
     let recovered = recover(&staging, annotation_files, true).map_err(io(&staging))?;
