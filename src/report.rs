@@ -26,6 +26,8 @@ pub trait Reporter: Send + Sync {
     fn on_batch_synced(&self, _batch: &str, _change: BatchChange, _new: u64, _changed: u64, _removed: u64) {}
     /// Sync moved a batch that left the project out of `batches/`.
     fn on_batch_removed(&self, _batch: &str) {}
+    /// The rate limit changed after throttling (`None` = unlimited).
+    fn on_rate(&self, _rps: Option<f64>) {}
     /// A request is retried.
     fn on_retry(&self, _what: &str, _error: &ApiError, _throttled: bool) {}
     /// Something the user should hear about even in a quiet run (repaired files and the like).
@@ -111,6 +113,8 @@ pub struct TermReporter {
     batches_done: AtomicU64,
     batches: AtomicU64,
     expected: AtomicU64,
+    /// The adapted rate limit as f64 bits; NaN until the server throttles.
+    rate: AtomicU64,
 }
 
 const PLAIN_EVERY: Duration = Duration::from_secs(10);
@@ -141,16 +145,19 @@ impl TermReporter {
             batches_done: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             expected: AtomicU64::new(0),
+            rate: AtomicU64::new(f64::NAN.to_bits()),
         }
     }
 
     fn message(&self) -> String {
+        let rate = f64::from_bits(self.rate.load(Ordering::Relaxed));
         format!(
-            "| batches {}/{} | retries {} | failed {}",
+            "| batches {}/{} | retries {} | failed {}{}",
             self.batches_done.load(Ordering::Relaxed),
             self.batches.load(Ordering::Relaxed),
             self.retries.load(Ordering::Relaxed),
             self.failed.load(Ordering::Relaxed),
+            if rate.is_nan() { String::new() } else { format!(" | throttled: {rate:.0} req/s") },
         )
     }
 
@@ -210,6 +217,9 @@ impl Reporter for TermReporter {
     }
     fn on_retry(&self, _what: &str, _error: &ApiError, _throttled: bool) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+    fn on_rate(&self, rps: Option<f64>) {
+        self.rate.store(rps.unwrap_or(f64::NAN).to_bits(), Ordering::Relaxed);
     }
     fn on_batch_synced(&self, batch: &str, change: BatchChange, new: u64, changed: u64, removed: u64) {
         // One line per changed batch, even when quiet: this is what a cron mail should say.

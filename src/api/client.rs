@@ -54,6 +54,10 @@ pub struct StatsSnapshot {
     pub storage_requests: u64,
     pub retries: u64,
     pub throttled: u64,
+    /// Requests per second in force at the end (`None` = no limit), after adapting to throttling.
+    pub rate_limit: Option<f64>,
+    /// The lowest rate the run slowed down to, if the server ever throttled.
+    pub lowest_rate: Option<f64>,
 }
 
 impl Stats {
@@ -70,6 +74,8 @@ impl Stats {
             storage_requests: per[4],
             retries: self.retries.load(Ordering::Relaxed),
             throttled: self.throttled.load(Ordering::Relaxed),
+            rate_limit: None,
+            lowest_rate: None,
         }
     }
 }
@@ -130,7 +136,9 @@ impl ApiClient {
     }
 
     pub fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot()
+        let mut s = self.stats.snapshot();
+        (s.rate_limit, s.lowest_rate) = self.limiter.rate();
+        s
     }
 
     fn url(&self, segments: &[&str]) -> Url {
@@ -240,6 +248,7 @@ impl ApiClient {
     /// One attempt: wait at the gate, send, read the whole body.
     async fn fetch(&self, endpoint: Endpoint, client: &reqwest::Client, url: Url) -> Result<RawResponse, ApiError> {
         let _permit = self.limiter.acquire().await;
+        let sent = tokio::time::Instant::now();
         self.stats.requests[endpoint as usize].fetch_add(1, Ordering::Relaxed);
         let resp = client.get(url).send().await.map_err(ApiError::Transport)?;
         let status = resp.status().as_u16();
@@ -252,7 +261,12 @@ impl ApiClient {
                 .unwrap_or(DEFAULT_THROTTLE_WAIT)
                 .min(self.policy.max_retry_after);
             self.stats.throttled.fetch_add(1, Ordering::Relaxed);
-            self.limiter.cool_down(wait);
+            self.limiter.on_throttle(sent, wait);
+            self.reporter.on_rate(self.limiter.rate().0);
+        } else if status < 500
+            && let Some(rate) = self.limiter.on_success()
+        {
+            self.reporter.on_rate(Some(rate));
         }
         let body = resp.bytes().await.map_err(ApiError::Transport)?;
         Ok(RawResponse { status, headers, body })
