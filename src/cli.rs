@@ -283,7 +283,7 @@ impl FakeApiArgs {
             latency: Duration::from_millis(self.latency_ms),
             faults: Faults { random: self.faults.clone(), retry_after_secs: self.retry_after, ..Faults::default() },
             server_rps: self.server_rps,
-            pretty: true,
+            ..FakeConfig::default()
         }
     }
 }

@@ -18,6 +18,10 @@ pub enum Error {
     Mismatch(String),
     #[error("{message}")]
     Auth { message: String, source: Box<RequestError> },
+    #[error(
+        "the API failed {failures} requests in a row, retries included; stopping (rerun to continue). Last: {source}"
+    )]
+    ApiDown { failures: u64, source: Box<RequestError> },
     #[error("could not fetch project {project}: {source}")]
     FetchProject { project: String, source: Box<RequestError> },
     #[error("batch {batch} is not in project {project}")]

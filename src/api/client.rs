@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use url::Url;
 
 use super::envelope::parse_envelope;
-use super::retry::{is_throttle, is_transient, parse_retry_after, retry_after};
+use super::retry::{RetryBudget, is_throttle, is_transient, parse_retry_after, retry_after};
 use super::{ApiError, Limiter, RequestError};
 use crate::config::{Config, RetryPolicy};
 use crate::report::Reporter;
@@ -96,6 +96,7 @@ pub struct ApiClient {
     limiter: Limiter,
     policy: RetryPolicy,
     stats: Stats,
+    budget: RetryBudget,
     reporter: Arc<dyn Reporter>,
 }
 
@@ -131,8 +132,14 @@ impl ApiClient {
             limiter: Limiter::new(config.concurrency, config.rps),
             policy: config.retry.clone(),
             stats: Stats::default(),
+            budget: RetryBudget::default(),
             reporter,
         })
+    }
+
+    /// Whether so many requests failed in a row, after their retries, that the API must be down.
+    pub fn given_up(&self) -> bool {
+        self.budget.given_up()
     }
 
     pub fn stats(&self) -> StatsSnapshot {
@@ -274,6 +281,8 @@ impl ApiClient {
 
     /// Run `attempt` under the retry policy: transient errors are retried with exponential
     /// backoff and jitter, honouring (capped) `Retry-After`; anything else returns at once.
+    /// Retries of failures draw on the run's retry budget; retries of throttled requests do not
+    /// (the cool-down and the adaptive rate deal with those).
     async fn retrying<T, F, Fut>(&self, what: String, attempt: F) -> Result<T, RequestError>
     where
         F: FnMut() -> Fut,
@@ -290,7 +299,7 @@ impl ApiClient {
         attempt
             .retry(backoff)
             .sleep(tokio::time::sleep)
-            .when(is_transient)
+            .when(|err| is_transient(err) && (is_throttle(err) || self.budget.withdraw()))
             // `None` means the backoff is exhausted: keep it so, or the retries never end.
             .adjust(|err, delay| delay.map(|d| retry_after(err).map_or(d, |r| r.min(cap).max(d))))
             .notify(|err, delay| {
@@ -300,6 +309,8 @@ impl ApiClient {
                 self.reporter.on_retry(&what, err, is_throttle(err));
             })
             .await
+            .inspect(|_| self.budget.succeeded())
+            .inspect_err(|err| self.budget.failed(err))
             .map_err(|source| RequestError {
                 what: what.clone(),
                 retries: retries.get(),

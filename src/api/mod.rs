@@ -11,4 +11,4 @@ pub use client::{ApiClient, Endpoint, Stats, StatsSnapshot};
 pub use envelope::{BatchPage, parse_details, parse_envelope, parse_page};
 pub use error::{ApiError, RequestError};
 pub use limiter::{Limiter, burst};
-pub use retry::{is_fatal, is_transient, retry_after};
+pub use retry::{GIVE_UP_AFTER, RetryBudget, is_bad_page_token, is_fatal, is_transient, retry_after};

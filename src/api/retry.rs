@@ -47,6 +47,11 @@ pub fn is_fatal(err: &ApiError) -> bool {
     }
 }
 
+/// Whether the API refused a page token (`invalid_request_error`).
+pub fn is_bad_page_token(err: &ApiError) -> bool {
+    matches!(err, ApiError::Status { code: Some(c), .. } if c == "invalid_request_error")
+}
+
 /// How long the server asked us to wait, if it did.
 pub fn retry_after(err: &ApiError) -> Option<Duration> {
     match err {
@@ -60,6 +65,60 @@ pub fn is_throttle(err: &ApiError) -> bool {
     match err {
         ApiError::Status { status, retry_after, .. } => *status == 429 || retry_after.is_some(),
         _ => false,
+    }
+}
+
+/// Retries every run may make before earning any: a short outage is ridden out in full.
+const BUDGET_START: f64 = 200.0;
+/// Retries earned per successful request: retries stay within a fifth of the traffic, so a dying
+/// server gets one attempt per request, not `--retries` + 1.
+const BUDGET_PER_SUCCESS: f64 = 0.2;
+/// Most retries that can be saved up.
+const BUDGET_MAX: f64 = 1000.0;
+/// Requests in a row that fail after their retries before the run gives up on the API.
+pub const GIVE_UP_AFTER: u64 = 32;
+
+/// A global retry budget, and the count of requests that failed in a row.
+pub struct RetryBudget {
+    tokens: std::sync::Mutex<f64>,
+    failed_in_a_row: std::sync::atomic::AtomicU64,
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        Self { tokens: std::sync::Mutex::new(BUDGET_START), failed_in_a_row: Default::default() }
+    }
+}
+
+impl RetryBudget {
+    /// Take one retry from the budget; false when it is spent.
+    pub fn withdraw(&self) -> bool {
+        let mut t = self.tokens.lock().expect("budget lock");
+        if *t >= 1.0 {
+            *t -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A request succeeded.
+    pub fn succeeded(&self) {
+        let mut t = self.tokens.lock().expect("budget lock");
+        *t = (*t + BUDGET_PER_SUCCESS).min(BUDGET_MAX);
+        self.failed_in_a_row.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A request failed after its retries with `err`.
+    pub fn failed(&self, err: &ApiError) {
+        if is_transient(err) {
+            self.failed_in_a_row.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Whether so many requests failed in a row that the API must be down.
+    pub fn given_up(&self) -> bool {
+        self.failed_in_a_row.load(std::sync::atomic::Ordering::Relaxed) >= GIVE_UP_AFTER
     }
 }
 
@@ -143,6 +202,25 @@ mod tests {
         }
         assert!(is_fatal(&status(401, None)));
         assert!(!is_fatal(&status(400, Some("invalid_request_error"))));
+    }
+
+    #[test]
+    fn the_budget_runs_out_and_is_earned_back() {
+        let b = RetryBudget::default();
+        let spent = (0..1000).take_while(|_| b.withdraw()).count();
+        assert_eq!(spent, BUDGET_START as usize);
+        for _ in 0..5 {
+            b.succeeded();
+        }
+        assert!(b.withdraw());
+        assert!(!b.withdraw());
+        for _ in 0..GIVE_UP_AFTER {
+            assert!(!b.given_up());
+            b.failed(&status(503, None));
+        }
+        assert!(b.given_up());
+        b.succeeded();
+        assert!(!b.given_up());
     }
 
     #[test]

@@ -6,4 +6,4 @@ mod dataset;
 mod server;
 
 pub use dataset::{Dataset, DatasetSpec};
-pub use server::{Counters, FakeApi, FakeConfig, FaultKind, Faults};
+pub use server::{Counters, FakeApi, FakeConfig, FaultKind, Faults, Quirk};

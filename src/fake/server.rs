@@ -48,7 +48,7 @@ pub enum FaultKind {
 }
 
 /// Fault knobs. Probabilities apply to each API request independently.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Faults {
     /// `(kind, probability)` pairs.
     pub random: Vec<(FaultKind, f64)>,
@@ -64,6 +64,41 @@ pub struct Faults {
     pub only_path: Option<String>,
 }
 
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            random: Vec::new(),
+            fail_first: None,
+            expire_first: 0,
+            retry_after_secs: 1,
+            retry_after_as_date: false,
+            only_path: None,
+        }
+    }
+}
+
+/// A malformed answer the fake gives for one batch (its listing pages, or its jobs' results and
+/// documents), to pin down how each is handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quirk {
+    /// Listing pages: `{"success": true}` with no `data`.
+    DataMissing,
+    /// Listing pages: `jobs` is an object, not a list.
+    JobsNotList,
+    /// Listing pages: `next_page_token` is an object.
+    TokenWrongType,
+    /// The second page names itself as the next page.
+    TokenLoop,
+    /// The first request with a page token is refused with `invalid_request_error`.
+    InvalidTokenOnce,
+    /// Attachments answer 302 without a Location.
+    RedirectNoLocation,
+    /// Storage answers 302 to itself.
+    RedirectLoop,
+    /// Job results come as an HTML page with status 200.
+    HtmlOk,
+}
+
 /// Everything the fake serves and how.
 #[derive(Clone, Debug)]
 pub struct FakeConfig {
@@ -77,6 +112,8 @@ pub struct FakeConfig {
     pub server_rps: Option<u32>,
     /// Pretty-print some responses, as the documentation does.
     pub pretty: bool,
+    /// A malformed answer for the batch of this index.
+    pub quirk: Option<(Quirk, usize)>,
 }
 
 impl Default for FakeConfig {
@@ -88,6 +125,7 @@ impl Default for FakeConfig {
             faults: Faults::default(),
             server_rps: None,
             pretty: true,
+            quirk: None,
         }
     }
 }
@@ -151,6 +189,7 @@ struct Shared {
     storage_base: Url,
     started: Instant,
     draws: AtomicU64,
+    refused_token: AtomicBool,
     attempts: Mutex<HashMap<String, u32>>,
     expired: Mutex<HashMap<String, u32>>,
     limit: Option<DefaultDirectRateLimiter>,
@@ -194,6 +233,7 @@ impl FakeApi {
             storage_base: storage_url.clone(),
             started: Instant::now(),
             draws: AtomicU64::new(0),
+            refused_token: AtomicBool::new(false),
             attempts: Mutex::new(HashMap::new()),
             expired: Mutex::new(HashMap::new()),
             limit,
@@ -359,12 +399,38 @@ fn route(shared: &Shared, segments: &[&str], params: &HashMap<String, String>) -
             let Some(b) = d.batch_index(batch) else {
                 return error(StatusCode::BAD_REQUEST, "GE_0001", "batch_id is invalid");
             };
-            match d.page(b, params.get("page_token").map(String::as_str).unwrap_or("")) {
-                Some(page) => ok(page, false),
-                None => error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid pageToken"),
+            let token = params.get("page_token").map(String::as_str).unwrap_or("");
+            let quirk = shared.config.quirk.filter(|(_, qb)| *qb == b).map(|(q, _)| q);
+            if quirk == Some(Quirk::InvalidTokenOnce)
+                && !token.is_empty()
+                && !shared.refused_token.swap(true, Ordering::SeqCst)
+            {
+                return error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid pageToken");
+            }
+            match (d.page(b, token), quirk) {
+                (None, _) => error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid pageToken"),
+                (Some(_), Some(Quirk::DataMissing)) => json_response(StatusCode::OK, &json!({"success": true}), false),
+                (Some(mut page), Some(Quirk::JobsNotList)) => {
+                    page["jobs"] = page["jobs"][0].clone();
+                    ok(page, false)
+                }
+                (Some(mut page), Some(Quirk::TokenWrongType)) => {
+                    page["next_page_token"] = json!({"token": 1});
+                    ok(page, false)
+                }
+                (Some(mut page), Some(Quirk::TokenLoop)) if !token.is_empty() => {
+                    page["next_page_token"] = json!(token);
+                    ok(page, false)
+                }
+                (Some(page), _) => ok(page, false),
             }
         }
         ["v1", "projects", _, "jobs", job] => match d.locate(job) {
+            Some((b, _)) if shared.config.quirk == Some((Quirk::HtmlOk, b)) => Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "text/html")
+                .body(full(Bytes::from_static(b"<html><body>Maintenance</body></html>")))
+                .expect("valid response"),
             Some((b, j)) => ok(d.result(b, j), pretty && j % 2 == 1),
             None => error(StatusCode::BAD_REQUEST, "GE_0001", "job_id is invalid"),
         },
@@ -372,10 +438,14 @@ fn route(shared: &Shared, segments: &[&str], params: &HashMap<String, String>) -
             let target = params.get("url").map(String::as_str).unwrap_or("");
             let job = target.rsplit('/').next().unwrap_or("").trim_end_matches(".json");
             match d.locate(job) {
-                Some(_) => {
+                Some((b, _)) if shared.config.quirk == Some((Quirk::RedirectNoLocation, b)) => {
+                    Response::builder().status(StatusCode::FOUND).body(empty()).expect("valid response")
+                }
+                Some((b, _)) => {
                     let n = shared.draws.fetch_add(1, Ordering::Relaxed);
+                    let path = if shared.config.quirk == Some((Quirk::RedirectLoop, b)) { "loop" } else { "signed" };
                     let mut loc = shared.storage_base.clone();
-                    loc.set_path(&format!("/signed/{job}.json"));
+                    loc.set_path(&format!("/{path}/{job}.json"));
                     loc.query_pairs_mut()
                         .append_pair("X-Signature", &format!("{:016x}", mix(n)))
                         .append_pair("Expires", "300");
@@ -400,6 +470,13 @@ fn serve_storage(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
     }
     if req.headers().contains_key("referer") {
         c.storage_saw_referer.store(true, Ordering::SeqCst);
+    }
+    if req.uri().path().starts_with("/loop/") {
+        return Response::builder()
+            .status(StatusCode::FOUND)
+            .header("location", req.uri().to_string())
+            .body(empty())
+            .expect("valid response");
     }
     let job = req.uri().path().trim_start_matches("/signed/").trim_end_matches(".json").to_owned();
     let dataset = shared.dataset();

@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use super::{Ctx, JobTask, write_if_changed};
-use crate::api::parse_page;
+use crate::api::{is_bad_page_token, parse_page};
 use crate::config::{AnnotationMode, Mode};
 use crate::error::Error;
 use crate::output::{BatchLayout, WriteOp, is_safe_id, prepare_staging, push_line};
@@ -210,6 +210,7 @@ async fn list(router: &mut Router<'_>, mut token: String, known: &mut HashSet<St
     let ctx = router.ctx;
     let batch = router.batch.clone();
     let mut seen_tokens = HashSet::new();
+    let mut restarted = false;
     loop {
         let data = tokio::select! {
             d = ctx.client.batch_page(&batch, &token) => d,
@@ -218,6 +219,17 @@ async fn list(router: &mut Router<'_>, mut token: String, known: &mut HashSet<St
         let page = match data {
             Ok(data) => parse_page(&data).map_err(|e| e.to_string()),
             Err(e) => match ctx.unless_fatal(e) {
+                // A page token the API no longer accepts (say, saved by a run long ago): list the
+                // batch again from the first page, once; the job-id set keeps it exact.
+                Some(e) if is_bad_page_token(&e.source) && !token.is_empty() && !restarted => {
+                    restarted = true;
+                    let notice = format!("batch {batch}: the API refused the saved page token; listing from the start");
+                    tracing::warn!("{notice}");
+                    ctx.reporter.on_notice(&notice);
+                    token.clear();
+                    seen_tokens.clear();
+                    continue;
+                }
                 Some(e) => Err(e.to_string()),
                 None => return false,
             },

@@ -61,11 +61,15 @@ impl Ctx {
     /// A request error that is fatal for the whole run (bad key, no access) stops it here;
     /// any other error is handed back for the caller to record.
     pub fn unless_fatal(&self, err: RequestError) -> Option<RequestError> {
-        if !is_fatal(&err.source) {
-            return Some(err);
+        if is_fatal(&err.source) {
+            self.fail_run(auth_error(&self.config.project, err));
+            return None;
         }
-        self.fail_run(auth_error(&self.config.project, err));
-        None
+        if self.client.given_up() {
+            self.fail_run(Error::ApiDown { failures: crate::api::GIVE_UP_AFTER, source: Box::new(err) });
+            return None;
+        }
+        Some(err)
     }
 }
 

@@ -37,3 +37,31 @@ async fn requests_per_second_stay_within_the_limit() {
     assert!(max <= 40 + burst, "max per second {max}");
     assert_exact(&fake, dir.path(), AnnotationMode::None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_server_limit_is_found_and_the_export_stays_exact() {
+    let mut fc = quirky(150, 4);
+    fc.server_rps = Some(40);
+    let fake = start(fc).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&fake, dir.path());
+    c.rps = 200;
+    c.concurrency = 16;
+    // Honour the server's `Retry-After: 1` as a user's run would.
+    c.retry.max_retry_after = std::time::Duration::from_secs(1);
+    let summary = run(c).await.unwrap();
+    assert_eq!(summary.state, "complete", "{:?}", summary.failures);
+    assert_exact(&fake, dir.path(), AnnotationMode::None);
+    let throttled = fake.counters().throttled.load(Ordering::SeqCst);
+    assert!(throttled > 0, "the server never throttled: the scenario did not happen");
+    assert_eq!(summary.stats.throttled, throttled);
+    let lowest = summary.stats.lowest_rate.expect("the rate adapted");
+    assert!(lowest < 200.0);
+    let ok = summary.stats.requests - throttled;
+    eprintln!(
+        "adaptive: {:.1} ok-requests/s, {:.1}% throttled, rate now {:?}, lowest {lowest:.1}",
+        ok as f64 / summary.elapsed_secs,
+        100.0 * throttled as f64 / summary.stats.requests as f64,
+        summary.stats.rate_limit
+    );
+}
