@@ -75,7 +75,8 @@ const BUDGET_START: f64 = 200.0;
 const BUDGET_PER_SUCCESS: f64 = 0.2;
 /// Most retries that can be saved up.
 const BUDGET_MAX: f64 = 1000.0;
-/// Requests in a row that fail after their retries before the run gives up on the API.
+/// Requests in a row that fail after their retries, with the budget spent, before the run gives
+/// up on the API.
 pub const GIVE_UP_AFTER: u64 = 32;
 
 /// A global retry budget, and the count of requests that failed in a row.
@@ -116,9 +117,11 @@ impl RetryBudget {
         }
     }
 
-    /// Whether so many requests failed in a row that the API must be down.
+    /// Whether the API must be down: the retry budget is spent and the last requests all failed.
+    /// A run then stops rather than send one doomed attempt per remaining job.
     pub fn given_up(&self) -> bool {
         self.failed_in_a_row.load(std::sync::atomic::Ordering::Relaxed) >= GIVE_UP_AFTER
+            && *self.tokens.lock().expect("budget lock") < 1.0
     }
 }
 
@@ -209,18 +212,21 @@ mod tests {
         let b = RetryBudget::default();
         let spent = (0..1000).take_while(|_| b.withdraw()).count();
         assert_eq!(spent, BUDGET_START as usize);
-        for _ in 0..5 {
-            b.succeeded();
-        }
-        assert!(b.withdraw());
-        assert!(!b.withdraw());
         for _ in 0..GIVE_UP_AFTER {
             assert!(!b.given_up());
             b.failed(&status(503, None));
         }
         assert!(b.given_up());
-        b.succeeded();
+        for _ in 0..5 {
+            b.succeeded();
+        }
         assert!(!b.given_up());
+        assert!(b.withdraw());
+        assert!(!b.withdraw());
+        for _ in 0..GIVE_UP_AFTER {
+            b.failed(&status(400, Some("FS_0000")));
+        }
+        assert!(b.given_up());
     }
 
     #[test]
