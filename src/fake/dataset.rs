@@ -258,6 +258,53 @@ impl Dataset {
         Some(data)
     }
 
+    /// Listing pages of batch `b`, walked the way an exporter walks them.
+    pub fn pages(&self, b: usize) -> u64 {
+        let (mut token, mut n) = (String::new(), 0);
+        while let Some(page) = self.page(b, &token) {
+            n += 1;
+            match page["next_page_token"].as_str() {
+                Some(t) if !t.is_empty() && !page["jobs"].as_array().is_none_or(Vec::is_empty) => token = t.to_owned(),
+                _ => break,
+            }
+        }
+        n
+    }
+
+    /// Jobs now listed whose listing entry was not in `old` as it is now: new or changed.
+    pub fn changed_jobs(&self, old: &Dataset) -> Vec<(usize, usize)> {
+        let old_live = old.live();
+        self.live()
+            .into_iter()
+            .flat_map(|b| self.job_indices(b).map(move |j| (b, j)))
+            .filter(|&(b, j)| {
+                let was_listed = old_live.contains(&b) && old.job_indices(b).contains(&j);
+                !was_listed || old.job(b, j) != self.job(b, j)
+            })
+            .collect()
+    }
+
+    /// The fewest requests a sync from `old` to this state can make: the details call, the pages
+    /// of every new or changed batch, the results of new and changed jobs, and (with annotations)
+    /// two requests per document of those jobs.
+    pub fn sync_minimum(&self, old: &Dataset) -> Value {
+        let old_live = old.live();
+        let pages: u64 = self
+            .live()
+            .into_iter()
+            .filter(|&b| !old_live.contains(&b) || old.batch_summary(b) != self.batch_summary(b))
+            .map(|b| self.pages(b))
+            .sum();
+        let jobs = self.changed_jobs(old);
+        let documents = jobs.iter().filter(|&&(b, j)| self.completed(b, j)).count();
+        json!({
+            "details": 1, "pages": pages, "jobs": jobs.len(), "documents": documents,
+            "requests": 1 + pages + jobs.len() as u64,
+            // A document costs the attachments call and the storage fetch.
+            "requests_with_documents": 1 + pages + jobs.len() as u64 + 2 * documents as u64,
+        })
+    }
+
     /// The `data` of a job result; `storage_hint` is the URL the result document lives at.
     pub fn result(&self, b: usize, j: usize) -> Value {
         let id = self.job_id(b, j);

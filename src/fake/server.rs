@@ -176,9 +176,13 @@ impl Shared {
         self.dataset.read().expect("dataset lock").clone()
     }
 
-    fn advance(&self) {
+    /// Let time pass; returns the fewest requests a sync can then make.
+    fn advance(&self) -> Value {
         let mut d = self.dataset.write().expect("dataset lock");
-        *d = Arc::new(d.advanced());
+        let next = d.advanced();
+        let minimum = next.sync_minimum(&d);
+        *d = Arc::new(next);
+        minimum
     }
 }
 
@@ -253,9 +257,10 @@ impl FakeApi {
         self.shared.dataset()
     }
 
-    /// Let time pass: the project changes as [`Dataset::advanced`] describes.
-    pub fn advance(&self) {
-        self.shared.advance();
+    /// Let time pass: the project changes as [`Dataset::advanced`] describes. Returns the
+    /// fewest requests a sync can then make ([`Dataset::sync_minimum`]).
+    pub fn advance(&self) -> Value {
+        self.shared.advance()
     }
 
     pub fn project(&self) -> &str {
@@ -351,9 +356,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, storage: bool) -> R
         return Ok(json_response(StatusCode::OK, &counters.snapshot(), false));
     }
     if path == "/admin/advance" {
-        shared.advance();
+        let minimum = shared.advance();
         let generation = shared.dataset().generation;
-        return Ok(json_response(StatusCode::OK, &json!({"generation": generation}), false));
+        return Ok(json_response(StatusCode::OK, &json!({"generation": generation, "minimum_sync": minimum}), false));
     }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {

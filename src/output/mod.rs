@@ -10,7 +10,7 @@ mod writer;
 
 pub use atomic::{TEMP_PREFIX, fsync_dir, write_atomic};
 pub use layout::{BatchLayout, Layout, is_safe_id};
-pub use ndjson::{push_line, push_line_with_annotations};
+pub use ndjson::{JobHead, ResultHead, for_each_line, push_line, push_line_with_annotations};
 pub use swap::{prepare_staging, recover_swaps, swap_in};
 pub use verify::{Verification, verify};
 pub use writer::{BatchReport, WriteOp, Writer, WriterReport};

@@ -2,6 +2,46 @@
 //! outside strings is dropped (a pretty-printed object would span lines), everything else is
 //! copied byte for byte, so key order, number spelling and unknown fields survive.
 
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::path::Path;
+
+/// The id of a `jobs.ndjson` line.
+#[derive(serde::Deserialize)]
+pub struct JobHead<'a> {
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+}
+
+/// The job id of a `results.ndjson` line.
+#[derive(serde::Deserialize)]
+pub struct ResultHead<'a> {
+    #[serde(borrow)]
+    pub job_id: Cow<'a, str>,
+}
+
+/// Call `f` with every complete line of an NDJSON file (`\n` included); a missing file has none,
+/// a torn last line is skipped.
+pub fn for_each_line(path: &Path, mut f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        if line.ends_with(b"\n") {
+            f(&line)?;
+        }
+    }
+}
+
 /// Append `json` without insignificant whitespace, then `\n`.
 pub fn push_line(json: &str, out: &mut Vec<u8>) {
     push_compact(json, out);

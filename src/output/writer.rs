@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{BatchLayout, swap_in, write_atomic};
+use super::{BatchLayout, ResultHead, for_each_line, swap_in, write_atomic};
 use crate::error::Error;
 use crate::report::{Failure, Reporter};
 use crate::state::{BatchState, Recovered, save_state};
@@ -88,25 +88,13 @@ impl OpenBatch {
 /// Append the previous export's result lines of `jobs` to `ob`, with their annotation files
 /// (hard-linked, or copied where links fail). Found jobs are removed from `jobs`.
 fn carry_over(ob: &mut OpenBatch, from: &BatchLayout, jobs: &mut HashSet<String>) -> Result<(), Error> {
-    #[derive(serde::Deserialize)]
-    struct ResultId<'a> {
-        #[serde(borrow)]
-        job_id: std::borrow::Cow<'a, str>,
-    }
     if jobs.is_empty() {
         return Ok(());
     }
-    let read_err = |source| Error::Read { path: from.results(), source };
-    let mut reader = BufReader::with_capacity(256 * 1024, File::open(from.results()).map_err(read_err)?);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line).map_err(read_err)? == 0 {
-            break;
-        }
-        let Ok(head) = serde_json::from_slice::<ResultId<'_>>(&line) else { continue };
-        if !line.ends_with(b"\n") || !jobs.remove(head.job_id.as_ref()) {
-            continue;
+    let mut copy = |line: &[u8]| -> Result<(), Error> {
+        let Ok(head) = serde_json::from_slice::<ResultHead<'_>>(line) else { return Ok(()) };
+        if !jobs.remove(head.job_id.as_ref()) {
+            return Ok(());
         }
         let job = head.job_id.as_ref();
         if super::is_safe_id(job) {
@@ -118,11 +106,22 @@ fn carry_over(ob: &mut OpenBatch, from: &BatchLayout, jobs: &mut HashSet<String>
                     .map_err(|source| Error::Write { path: new, source })?;
             }
         }
-        ob.results.write_all(&line).map_err(|source| Error::Write { path: ob.files.results(), source })?;
+        ob.results.write_all(line).map_err(|source| Error::Write { path: ob.files.results(), source })?;
         ob.work.results += 1;
         ob.work.results_bytes += line.len() as u64;
+        Ok(())
+    };
+    let mut failure = None;
+    let read = for_each_line(&from.results(), |line| {
+        copy(line).map_err(|e| {
+            failure = Some(e);
+            std::io::Error::other("stopped")
+        })
+    });
+    match failure {
+        Some(e) => Err(e),
+        None => read.map_err(|source| Error::Read { path: from.results(), source }),
     }
-    Ok(())
 }
 
 fn sync(file: &mut BufWriter<File>, path: &Path) -> Result<(), Error> {

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::output::BatchLayout;
 use crate::output::write_atomic;
+use crate::output::{BatchLayout, JobHead, ResultHead};
 use crate::report::Failure;
 use crate::state::sync::fingerprint;
 
@@ -77,18 +77,6 @@ pub struct Recovered {
     pub results_file: File,
     /// What recovery had to repair, for the user.
     pub notices: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct JobHead<'a> {
-    #[serde(borrow)]
-    id: std::borrow::Cow<'a, str>,
-}
-
-#[derive(Deserialize)]
-struct ResultHead<'a> {
-    #[serde(borrow)]
-    job_id: std::borrow::Cow<'a, str>,
 }
 
 /// The state of a batch that needs no work, without opening its files; `None` if it needs work.

@@ -2,15 +2,13 @@
 //! whitespace do not matter), and what a previous export of a batch already holds.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::io::{self, BufRead, BufReader};
+use std::io;
 use std::path::Path;
 
-use serde::Deserialize;
 use serde_json::Value;
 
-use crate::output::BatchLayout;
+use crate::output::{BatchLayout, JobHead, ResultHead, for_each_line};
 
 /// A fingerprint of a JSON text that ignores key order and whitespace; `None` if it is not JSON.
 pub fn fingerprint(json: &[u8]) -> Option<u64> {
@@ -61,31 +59,21 @@ pub struct Previous {
     with_result: HashSet<String>,
 }
 
-#[derive(Deserialize)]
-struct JobId<'a> {
-    #[serde(borrow)]
-    id: std::borrow::Cow<'a, str>,
-}
-
-#[derive(Deserialize)]
-struct ResultId<'a> {
-    #[serde(borrow)]
-    job_id: std::borrow::Cow<'a, str>,
-}
-
 impl Previous {
     pub fn load(files: BatchLayout) -> io::Result<Self> {
         let mut jobs = HashMap::new();
-        for_lines(&files.jobs(), |line| {
-            if let (Ok(j), Some(print)) = (serde_json::from_slice::<JobId<'_>>(line), fingerprint(line)) {
+        for_each_line(&files.jobs(), |line| {
+            if let (Ok(j), Some(print)) = (serde_json::from_slice::<JobHead<'_>>(line), fingerprint(line)) {
                 jobs.insert(j.id.into_owned(), print);
             }
+            Ok(())
         })?;
         let mut with_result = HashSet::new();
-        for_lines(&files.results(), |line| {
-            if let Ok(r) = serde_json::from_slice::<ResultId<'_>>(line) {
+        for_each_line(&files.results(), |line| {
+            if let Ok(r) = serde_json::from_slice::<ResultHead<'_>>(line) {
                 with_result.insert(r.job_id.into_owned());
             }
+            Ok(())
         })?;
         Ok(Self { files, jobs, with_result })
     }
@@ -109,25 +97,6 @@ pub enum JobChange {
     New,
     Changed,
     Unchanged,
-}
-
-fn for_lines(path: &Path, mut f: impl FnMut(&[u8])) -> io::Result<()> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    let mut reader = BufReader::with_capacity(256 * 1024, file);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 {
-            return Ok(());
-        }
-        if line.ends_with(b"\n") {
-            f(&line);
-        }
-    }
 }
 
 #[cfg(test)]

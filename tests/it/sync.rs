@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use playment_export::fake::{Dataset, FakeApi};
+use playment_export::fake::FakeApi;
 use playment_export::{AnnotationMode, Config, Mode};
 use serde_json::Value;
 
@@ -18,31 +18,6 @@ fn sync(fake: &FakeApi, out: &Path, full: bool) -> Config {
     c.annotations = AnnotationMode::Files;
     c.mode = Mode::Sync { full };
     c
-}
-
-/// Listing pages of batch `b`, walked the way the exporter walks them.
-fn pages(d: &Dataset, b: usize) -> u64 {
-    let (mut token, mut n) = (String::new(), 0);
-    loop {
-        let page = d.page(b, &token).expect("a valid token");
-        n += 1;
-        match page["next_page_token"].as_str() {
-            Some(t) if !t.is_empty() && !page["jobs"].as_array().unwrap().is_empty() => token = t.to_owned(),
-            _ => return n,
-        }
-    }
-}
-
-/// Jobs of `new` whose listing entry is not in `old` as it is.
-fn changed_jobs(old: &Dataset, new: &Dataset) -> Vec<(usize, usize)> {
-    new.live()
-        .into_iter()
-        .flat_map(|b| new.job_indices(b).map(move |j| (b, j)))
-        .filter(|&(b, j)| {
-            let was_listed = old.live().contains(&b) && old.job_indices(b).contains(&j);
-            !was_listed || old.job(b, j) != new.job(b, j)
-        })
-        .collect()
 }
 
 fn batch_bytes(out: &Path, id: &str) -> Vec<(std::path::PathBuf, Vec<u8>)> {
@@ -85,7 +60,7 @@ async fn sync_after_changes_fetches_only_them_and_ends_as_a_fresh_export() {
     let untouched_before = batch_bytes(dir.path(), &untouched);
     let gone = old.batch_id(7).to_owned();
 
-    fake.advance();
+    let minimum = fake.advance();
     let new = fake.dataset();
     let c = fake.counters();
     let (pages0, jobs0, att0) =
@@ -95,14 +70,15 @@ async fn sync_after_changes_fetches_only_them_and_ends_as_a_fresh_export() {
     assert_exact(&fake, dir.path(), AnnotationMode::Files);
 
     // Listing calls: the changed batches 2, 3, 4 and the new batch 8, nothing else.
-    let want_pages: u64 = [2, 3, 4, 8].iter().map(|&b| pages(&new, b)).sum();
+    let want_pages: u64 = [2, 3, 4, 8].iter().map(|&b| new.pages(b)).sum();
     assert_eq!(c.pages.load(Ordering::Relaxed) - pages0, want_pages);
     // Job-result calls: the new and changed jobs, nothing else.
-    let changed = changed_jobs(&old, &new);
+    let changed = new.changed_jobs(&old);
     assert_eq!(c.jobs.load(Ordering::Relaxed) - jobs0, changed.len() as u64);
     let docs = changed.iter().filter(|&&(b, j)| !new.result(b, j)["result"].as_str().unwrap().is_empty()).count();
     assert_eq!(c.attachments.load(Ordering::Relaxed) - att0, docs as u64);
 
+    assert_eq!(summary.stats.requests, minimum["requests_with_documents"].as_u64().unwrap(), "{minimum}");
     let counts = summary.sync.unwrap();
     assert_eq!(
         (counts.batches_unchanged, counts.batches_changed, counts.batches_new, counts.batches_removed),
@@ -133,7 +109,7 @@ async fn full_sync_lists_every_batch_but_fetches_nothing_unchanged() {
     let (pages0, jobs0) = (c.pages.load(Ordering::Relaxed), c.jobs.load(Ordering::Relaxed));
     let summary = run(sync(&fake, dir.path(), true)).await.unwrap();
     let d = fake.dataset();
-    let all_pages: u64 = d.live().into_iter().map(|b| pages(&d, b)).sum();
+    let all_pages: u64 = d.live().into_iter().map(|b| d.pages(b)).sum();
     assert_eq!(c.pages.load(Ordering::Relaxed) - pages0, all_pages);
     assert_eq!(c.jobs.load(Ordering::Relaxed) - jobs0, 0);
     let counts = summary.sync.unwrap();

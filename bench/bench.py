@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""Benchmark driver: runs the release binary against the embedded fake API (each in its own
+process, on loopback), side by side with wrk and the Python peers, and prints a markdown table.
+
+Usage: bench/run.sh [--quick]   (run.sh builds the binary and installs wrk and the Python deps)
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "playment-export")
+PY = os.environ.get("BENCH_PYTHON", sys.executable)
+KEY = "demo-key"
+QUICK = "--quick" in sys.argv
+WORK = tempfile.mkdtemp(prefix="playment-bench-")
+ROWS = []
+
+
+def row(scenario, figure, target, note=""):
+    ROWS.append((scenario, figure, target, note))
+    print(f"  {scenario}: {figure} (target {target}) {note}", file=sys.stderr, flush=True)
+
+
+class Fake:
+    """`playment-export fake-api` in its own process."""
+
+    def __init__(self, *args):
+        self.proc = subprocess.Popen([BIN, "fake-api", "--port", "0", *args], stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        self.base = re.search(r"fake API at (\S+)", line).group(1).rstrip("/")
+
+    def get(self, path):
+        req = urllib.request.Request(self.base + path, headers={"x-api-key": KEY})
+        with urllib.request.urlopen(req) as r:
+            return json.loads(r.read())
+
+    def counters(self):
+        return self.get("/admin/counters")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def measured(cmd, env=None):
+    """Run `cmd`; return (exit code, stdout, wall seconds, cpu seconds, peak RSS in MiB)."""
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+    out = proc.stdout.read()
+    _, status, ru = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - start
+    return os.waitstatus_to_exitcode(status), out, wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024
+
+
+def export(fake, out, *args, command="export"):
+    env = dict(os.environ, PLAYMENT_API_KEY=KEY)
+    cmd = [BIN, command, "--project", "demo-project", "--base-url", fake.base, "--out", out, "--json", "--quiet", *args]
+    code, stdout, wall, cpu, rss = measured(cmd, env)
+    summary = json.loads(stdout) if stdout.strip() else {}
+    return code, summary, wall, cpu, rss
+
+
+def python_peer(script, fake, out, *args):
+    env = dict(os.environ, PLAYMENT_API_KEY=KEY)
+    cmd = [PY, os.path.join(ROOT, "bench", "python", script), "--base-url", fake.base, "--project", "demo-project",
+           "--out", out, *args]
+    code, _, wall, cpu, rss = measured(cmd, env)
+    requests = fake.counters()["api_requests"]
+    return code, requests, wall, cpu, rss
+
+
+def out_dir(name):
+    path = os.path.join(WORK, name)
+    shutil.rmtree(path, ignore_errors=True)
+    return path
+
+
+def latency_bound():
+    jobs = 3000 if QUICK else 10000
+    fake = Fake("--jobs", str(jobs), "--batches", "20", "--latency-ms", "40")
+    code, s, wall, _, _ = export(fake, out_dir("a"), "--concurrency", "32", "--rps", "0")
+    fake.stop()
+    rps = s["requests"] / s["elapsed_secs"]
+    row("(a) latency-bound, 40 ms, C=32", f"{rps:.0f} req/s = {rps / 800:.2f} x C/L (800)", ">= 0.85 x C/L",
+        f"{s['requests']} requests, exit {code}")
+    return rps
+
+
+def rate_bound():
+    jobs = 1000 if QUICK else 3000
+    fake = Fake("--jobs", str(jobs), "--batches", "10", "--server-rps", "100")
+    code, s, wall, _, _ = export(fake, out_dir("b"), "--concurrency", "16", "--rps", "100")
+    fake.stop()
+    ok = (s["requests"] - s["throttled"]) / s["elapsed_secs"]
+    share = 100 * s["throttled"] / s["requests"]
+    row("(b) rate-bound, --rps 100 vs server 100", f"{ok:.1f} ok-req/s = {ok / 100:.2f} x R; {share:.1f}% 429",
+        ">= 0.9 x R, <= 2% 429", f"exit {code}")
+
+
+def unknown_limit():
+    jobs = 800 if QUICK else 2000
+    fake = Fake("--jobs", str(jobs), "--batches", "10", "--server-rps", "40")
+    code, s, wall, _, _ = export(fake, out_dir("c"), "--concurrency", "16", "--rps", "200")
+    fake.stop()
+    ok = (s["requests"] - s["throttled"]) / s["elapsed_secs"]
+    share = 100 * s["throttled"] / s["requests"]
+    row("(c) unknown limit, server 40, --rps 200", f"{ok:.1f} ok-req/s = {ok / 40:.2f} x 40; {share:.1f}% throttled",
+        ">= 0.7 x 40, <= 25% throttled", f"rate at the end {s['rate_limit']:.1f}, lowest {s['lowest_rate']:.1f}; exit {code}")
+
+
+def first_job_path(fake):
+    details = fake.get("/v1/projects/demo-project/details")["data"]
+    for batch in details["batches"]:
+        page = fake.get(f"/v1/projects/demo-project/batch/{batch['id']}?page_token=")["data"]
+        if page["jobs"]:
+            return f"/v1/projects/demo-project/jobs/{page['jobs'][0]['id']}"
+    raise RuntimeError("no job")
+
+
+def cpu_bound():
+    jobs = 20000 if QUICK else 50000
+    fake = Fake("--jobs", str(jobs), "--batches", "50")
+    code, s, wall, cpu, rss = export(fake, out_dir("d"), "--concurrency", "32", "--rps", "0")
+    ours_rps = s["requests"] / s["elapsed_secs"]
+    ours_us = 1e6 * cpu / s["requests"]
+    wrk_rps = None
+    if shutil.which("wrk"):
+        url = fake.base + first_job_path(fake)
+        out = subprocess.run(["wrk", "-t1", "-c32", "-d10s", "-H", f"x-api-key: {KEY}", url],
+                             capture_output=True, text=True).stdout
+        m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        wrk_rps = float(m.group(1)) if m else None
+    fake.stop()
+    if wrk_rps:
+        row("(d) CPU-bound, zero latency, C=32", f"{ours_rps:.0f} req/s = {ours_rps / wrk_rps:.2f} x wrk ({wrk_rps:.0f})",
+            ">= 0.5 x wrk", f"{ours_us:.0f} us CPU/request; {s['requests']} requests, exit {code}")
+    else:
+        row("(d) CPU-bound, zero latency, C=32", f"{ours_rps:.0f} req/s (wrk not available)", ">= 0.5 x wrk",
+            f"{ours_us:.0f} us CPU/request")
+    # The Python peer on a fresh fake of the same project.
+    fake = Fake("--jobs", str(jobs), "--batches", "50")
+    pcode, preq, pwall, pcpu, prss = python_peer("aio_export.py", fake, out_dir("d-py"), "--concurrency", "32")
+    fake.stop()
+    py_us = 1e6 * pcpu / preq
+    row("(d) CPU per request vs Python asyncio+aiohttp", f"{ours_us:.0f} us vs {py_us:.0f} us = {ours_us / py_us:.2f} x",
+        "<= 0.2 x Python", f"Python: {preq / pwall:.0f} req/s, exit {pcode}; RSS {rss:.0f} MiB vs {prss:.0f} MiB")
+    return ours_us, rss, prss
+
+
+def memory():
+    sizes = [10_000, 100_000] if QUICK else [10_000, 100_000, 1_000_000]
+    rss = {}
+    for n in sizes:
+        fake = Fake("--jobs", str(n), "--batches", str(max(20, n // 2000)))
+        out = out_dir(f"e-{n}")
+        code, s, wall, cpu, peak = export(fake, out, "--concurrency", "32", "--rps", "0")
+        rss[n] = peak
+        if n == 100_000:
+            # (g) resume: a no-op rerun over the finished 100k export.
+            rcode, rs, rwall, _, _ = export(fake, out, "--concurrency", "32", "--rps", "0")
+            row("(g) no-op rerun of a 100k-job export", f"{rwall:.2f} s wall, {rs['requests']} request(s)", "fast; 1 request",
+                f"exit {rcode}")
+        fake.stop()
+        row(f"(e) peak RSS at {n:,} jobs", f"{peak:.1f} MiB", "100k: <= 64 MiB and <= 1.5 x 10k; 1M completes",
+            f"{wall:.1f} s, {s['requests']} requests, {1e6 * cpu / s['requests']:.0f} us CPU/request, exit {code}")
+    if 100_000 in rss:
+        row("(e) RSS 100k / 10k", f"{rss[100_000] / rss[10_000]:.2f} x", "<= 1.5 x")
+
+
+def sync_figures():
+    jobs = 5000 if QUICK else 20000
+    fake = Fake("--jobs", str(jobs), "--batches", "40")
+    out = out_dir("f")
+    export(fake, out, "--concurrency", "32", "--rps", "0")
+    code, s, wall, _, _ = export(fake, out, "--concurrency", "32", "--rps", "0", command="sync")
+    row("(f) idle sync", f"{s['requests']} request(s), {wall:.2f} s", "1 request (the minimum)", f"exit {code}")
+    minimum = fake.get("/admin/advance")["minimum_sync"]
+    code, s, wall, _, _ = export(fake, out, "--concurrency", "32", "--rps", "0", command="sync")
+    row("(f) sync after changes", f"{s['requests']} requests vs minimum {minimum['requests']}",
+        "the minimum", f"{s['batches_changed']} changed, {s['batches_new']} new, {s['batches_removed']} removed batches; "
+        f"{s['jobs_new']} new, {s['jobs_changed']} changed, {s['jobs_removed']} removed jobs; exit {code}")
+    fake.stop()
+
+
+def reference():
+    jobs = 200 if QUICK else 500
+    fake = Fake("--jobs", str(jobs), "--batches", "5", "--latency-ms", "40")
+    rcode, rreq, rwall, _, _ = python_peer("reference.py", fake, out_dir("ref"))
+    fake.stop()
+    fake = Fake("--jobs", str(jobs), "--batches", "5", "--latency-ms", "40")
+    code, s, wall, _, _ = export(fake, out_dir("ref-ours"), "--concurrency", "32", "--rps", "0")
+    fake.stop()
+    row("headline: vs the docs' reference script, 40 ms", f"{rwall / wall:.1f} x faster ({wall:.1f} s vs {rwall:.1f} s)",
+        "-", f"{jobs} jobs; reference exit {rcode}, ours exit {code} (--concurrency 32 --rps 0)")
+
+
+def main():
+    print(f"benchmarks in {WORK}{' (quick)' if QUICK else ''}", file=sys.stderr)
+    for step in (latency_bound, rate_bound, unknown_limit, cpu_bound, memory, sync_figures, reference):
+        step()
+    print("| scenario | measured | target | notes |")
+    print("| --- | --- | --- | --- |")
+    for r in ROWS:
+        print("| " + " | ".join(r) + " |")
+    shutil.rmtree(WORK, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
