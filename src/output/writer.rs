@@ -39,6 +39,8 @@ pub enum WriteOp {
     Result { batch: String, job: String, line: Vec<u8>, annotation_file: Option<Bytes>, annotated: bool },
     /// A job failed after its retries.
     JobFailed { batch: String, job: String, error: String },
+    /// Several of the above, in order.
+    Many(Vec<WriteOp>),
 }
 
 /// A batch's checkpoint at the end of the run.
@@ -176,6 +178,11 @@ impl Writer {
 
     fn apply(&mut self, op: WriteOp) -> Result<(), Error> {
         match op {
+            WriteOp::Many(ops) => {
+                for op in ops {
+                    self.apply(op)?;
+                }
+            }
             WriteOp::Attach { batch, files, recovered, swap_into } => {
                 let r = *recovered;
                 let listing_closed = r.state.listing_done;

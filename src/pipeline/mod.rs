@@ -20,8 +20,10 @@ use crate::output::{Layout, WriteOp, Writer, WriterReport, is_safe_id, recover_s
 use crate::report::{BatchChange, Failure, Reporter, Summary, SyncCounts};
 use crate::state::{BatchCounts, BatchState, DirLock, Manifest, RunState};
 
-/// Operations queued for the writer.
-const WRITE_QUEUE: usize = 1024;
+/// Messages queued for the writer.
+const WRITE_QUEUE: usize = 256;
+/// Most job results sent to the writer in one message.
+const WRITE_CHUNK: usize = 256;
 
 /// What every task of a run shares.
 pub(crate) struct Ctx {
@@ -210,11 +212,12 @@ async fn crawl(ctx: &Arc<Ctx>, batches: Vec<(String, Box<RawValue>)>) {
     let fetching = tokio_stream_receiver(jobs_rx)
         .map(|task| job::fetch_job(ctx.clone(), task))
         .buffer_unordered(concurrency)
-        .for_each(|op| async {
-            if let Some(op) = op {
-                // A closed writer means the run is ending on a write error; it is reported there.
-                let _ = ctx.writer.send(op).await;
-            }
+        .filter_map(std::future::ready)
+        // Whatever is ready goes to the writer in one message: fewer wake-ups of its thread.
+        .ready_chunks(WRITE_CHUNK)
+        .for_each(|ops| async {
+            // A closed writer means the run is ending on a write error; it is reported there.
+            let _ = ctx.writer.send(WriteOp::Many(ops)).await;
         });
     tokio::join!(listing, fetching);
 }
