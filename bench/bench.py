@@ -2,7 +2,8 @@
 """Benchmark driver: runs the release binary against the embedded fake API (each in its own
 process, on loopback), side by side with wrk and the Python peers, and prints a markdown table.
 
-Usage: bench/run.sh [--quick]   (run.sh builds the binary and installs wrk and the Python deps)
+Usage: bench/run.sh [--quick] [--only=storm,memory,...]
+(run.sh builds the binary and installs wrk and the Python deps)
 """
 
 import json
@@ -163,31 +164,64 @@ def memory():
         out = out_dir(f"e-{n}")
         code, s, wall, cpu, peak = export(fake, out, "--concurrency", "32", "--rps", "0")
         rss[n] = peak
+        row(f"(e) peak RSS at {n:,} jobs", f"{peak:.1f} MiB", "100k: <= 64 MiB and <= 1.5 x 10k; 1M completes",
+            f"{wall:.1f} s, {s['requests']} requests, {1e6 * cpu / s['requests']:.0f} us CPU/request, exit {code}")
         if n == 100_000:
             # (g) resume: a no-op rerun over the finished 100k export.
             rcode, rs, rwall, _, _ = export(fake, out, "--concurrency", "32", "--rps", "0")
-            row("(g) no-op rerun of a 100k-job export", f"{rwall:.2f} s wall, {rs['requests']} request(s)", "fast; 1 request",
-                f"exit {rcode}")
+            noop = (f"{rwall:.2f} s wall, {rs['requests']} request(s)", f"exit {rcode}")
         fake.stop()
-        row(f"(e) peak RSS at {n:,} jobs", f"{peak:.1f} MiB", "100k: <= 64 MiB and <= 1.5 x 10k; 1M completes",
-            f"{wall:.1f} s, {s['requests']} requests, {1e6 * cpu / s['requests']:.0f} us CPU/request, exit {code}")
     if 100_000 in rss:
         row("(e) RSS 100k / 10k", f"{rss[100_000] / rss[10_000]:.2f} x", "<= 1.5 x")
+        row("(g) no-op rerun of a 100k-job export", noop[0], "fast; 1 request", noop[1])
 
 
-def sync_figures():
-    jobs = 5000 if QUICK else 20000
-    fake = Fake("--jobs", str(jobs), "--batches", "40")
-    out = out_dir("f")
-    export(fake, out, "--concurrency", "32", "--rps", "0")
-    code, s, wall, _, _ = export(fake, out, "--concurrency", "32", "--rps", "0", command="sync")
-    row("(f) idle sync", f"{s['requests']} request(s), {wall:.2f} s", "1 request (the minimum)", f"exit {code}")
-    minimum = fake.get("/admin/advance")["minimum_sync"]
-    code, s, wall, _, _ = export(fake, out, "--concurrency", "32", "--rps", "0", command="sync")
-    row("(f) sync after changes", f"{s['requests']} requests vs minimum {minimum['requests']}",
-        "the minimum", f"{s['batches_changed']} changed, {s['batches_new']} new, {s['batches_removed']} removed batches; "
-        f"{s['jobs_new']} new, {s['jobs_changed']} changed, {s['jobs_removed']} removed jobs; exit {code}")
+def resume_after_kill():
+    jobs = 20_000 if QUICK else 100_000
+    fake = Fake("--jobs", str(jobs), "--batches", "50", "--latency-ms", "1")
+    out = out_dir("g2")
+    env = dict(os.environ, PLAYMENT_API_KEY=KEY)
+    cmd = [BIN, "export", "--project", "demo-project", "--base-url", fake.base, "--out", out, "--quiet",
+           "--concurrency", "32", "--rps", "0"]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+    while fake.counters()["jobs"] < jobs // 2:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    killed_at = fake.counters()["api_requests"]
+    code, s, wall, _, _ = export(fake, out, "--concurrency", "32", "--rps", "0")
+    total = fake.counters()["api_requests"]
     fake.stop()
+    # The fewest requests for the whole export: one clean run of the same project.
+    fake = Fake("--jobs", str(jobs), "--batches", "50")
+    _, clean, _, _, _ = export(fake, out_dir("g2-clean"), "--concurrency", "32", "--rps", "0")
+    fake.stop()
+    extra = total - clean["requests"]
+    row("(g) kill -9 halfway, then resume", f"{extra} requests more than one clean run ({total} vs {clean['requests']})",
+        "only what is missing", f"killed after {killed_at} requests; the resume made {s['requests']}, exit {code}")
+
+
+# 5% 5xx, 2% HTTP-400 "try again", 1% 200 with success false, 2% 429, 1% resets, 1% truncated
+# bodies, 1% HTML 502 pages, 0.1% hangs.
+STORM = ["--fault", "5xx=0.05", "--fault", "400=0.02", "--fault", "false200=0.01", "--fault", "429=0.02",
+         "--fault", "reset=0.01", "--fault", "truncate=0.01", "--fault", "html=0.01", "--fault", "hang=0.001"]
+
+
+def storm():
+    jobs = 1000 if QUICK else 3000
+    fake = Fake("--jobs", str(jobs), "--batches", "10")
+    _, clean, cwall, _, _ = export(fake, out_dir("h-clean"), "--concurrency", "32", "--rps", "0", "--timeout", "2")
+    fake.stop()
+    for retry_after in ("1", "0"):
+        fake = Fake("--jobs", str(jobs), "--batches", "10", "--retry-after", retry_after, *STORM)
+        out = out_dir(f"h-{retry_after}")
+        code, s, wall, _, _ = export(fake, out, "--concurrency", "32", "--rps", "0", "--timeout", "2")
+        faults = fake.counters()["faults"]
+        fake.stop()
+        verify = subprocess.run([BIN, "verify", "--out", out], capture_output=True).returncode
+        row(f"(h) fault storm, Retry-After {retry_after} s",
+            f"{faults} faults injected, {s['retries']} retries, {wall:.1f} s vs {cwall:.1f} s fault-free",
+            "exact output", f"{jobs} jobs, {s['requests']} requests vs {clean['requests']}; exit {code}, verify exit {verify}")
 
 
 def reference():
@@ -204,8 +238,11 @@ def reference():
 
 def main():
     print(f"benchmarks in {WORK}{' (quick)' if QUICK else ''}", file=sys.stderr)
-    for step in (latency_bound, rate_bound, unknown_limit, cpu_bound, memory, sync_figures, reference):
-        step()
+    steps = (latency_bound, rate_bound, unknown_limit, cpu_bound, memory, resume_after_kill, sync_figures, storm, reference)
+    only = next((a.split("=", 1)[1].split(",") for a in sys.argv if a.startswith("--only=")), None)
+    for step in steps:
+        if only is None or step.__name__ in only:
+            step()
     print("| scenario | measured | target | notes |")
     print("| --- | --- | --- | --- |")
     for r in ROWS:

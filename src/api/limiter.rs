@@ -52,10 +52,19 @@ struct Aimd {
     started: Instant,
     /// Successful responses of the last second.
     oks: VecDeque<Instant>,
-    /// The most successful responses seen in one second undisturbed by a cool-down. The rate
-    /// never drops below half of it: a server that throttles at random, whatever the rate,
-    /// must not slow the crawl to a crawl.
+    /// The most successful responses seen in one second. The rate never drops below half of it:
+    /// a server that throttles at random, whatever the rate, must not slow the crawl to a crawl.
     best_second: f64,
+}
+
+impl Aimd {
+    /// Drop what happened more than a second before `now`.
+    fn forget_before(&mut self, now: Instant) {
+        let old = |t: &Instant| now.duration_since(*t) > Duration::from_secs(1);
+        while self.oks.front().is_some_and(old) {
+            self.oks.pop_front();
+        }
+    }
 }
 
 impl Limiter {
@@ -113,17 +122,10 @@ impl Limiter {
     /// new rate when it changed.
     pub fn on_success(&self) -> Option<f64> {
         let now = Instant::now();
-        let gate = *self.cool_down_until.lock().expect("cool-down lock");
         let mut a = self.aimd.lock().expect("aimd lock");
         a.oks.push_back(now);
-        while a.oks.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(1)) {
-            a.oks.pop_front();
-        }
-        let calm = gate.is_none_or(|g| now.saturating_duration_since(g) >= ADJUST_EVERY)
-            && now.duration_since(a.started) >= ADJUST_EVERY;
-        if calm {
-            a.best_second = a.best_second.max(a.oks.len() as f64);
-        }
+        a.forget_before(now);
+        a.best_second = a.best_second.max(a.oks.len() as f64);
         let current = a.current?;
         let seen = a.limit_seen?;
         let since_drop = a.last_decrease.map_or(ADJUST_EVERY, |d| now.saturating_duration_since(d));
@@ -160,9 +162,7 @@ impl Limiter {
         if a.last_decrease.is_some_and(|d| sent < d || now.duration_since(d) < ADJUST_EVERY) {
             return;
         }
-        while a.oks.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(1)) {
-            a.oks.pop_front();
-        }
+        a.forget_before(now);
         // What got through lately is the best guess of the server's limit, over a window that
         // no cool-down slowed down.
         let quiet_since = gate_before.map_or(a.started, |g| g.min(now)).max(a.started);

@@ -22,6 +22,8 @@ use crate::state::{BatchCounts, BatchState, DirLock, Manifest, RunState};
 
 /// Messages queued for the writer.
 const WRITE_QUEUE: usize = 256;
+/// Jobs under way per request slot.
+const JOBS_PER_SLOT: usize = 4;
 /// Most job results sent to the writer in one message.
 const WRITE_CHUNK: usize = 256;
 
@@ -211,7 +213,9 @@ async fn crawl(ctx: &Arc<Ctx>, batches: Vec<(String, Box<RawValue>)>) {
     };
     let fetching = tokio_stream_receiver(jobs_rx)
         .map(|task| job::fetch_job(ctx.clone(), task))
-        .buffer_unordered(concurrency)
+        // More jobs under way than requests in flight: a job waiting out its backoff must not
+        // hold a request slot. The limiter's semaphore still caps requests at `concurrency`.
+        .buffer_unordered(concurrency * JOBS_PER_SLOT)
         .filter_map(std::future::ready)
         // Whatever is ready goes to the writer in one message: fewer wake-ups of its thread.
         .ready_chunks(WRITE_CHUNK)
