@@ -224,6 +224,21 @@ def storm():
             "exact output", f"{jobs} jobs, {s['requests']} requests vs {clean['requests']}; exit {code}, verify exit {verify}")
 
 
+def sync_figures():
+    jobs = 5000 if QUICK else 20000
+    fake = Fake("--jobs", str(jobs), "--batches", "40")
+    out = out_dir("f")
+    export(fake, out, "--concurrency", "32", "--rps", "0")
+    code, s, wall, _, _ = export(fake, out, "--concurrency", "32", "--rps", "0", command="sync")
+    row("(f) idle sync", f"{s['requests']} request(s), {wall:.2f} s", "1 request (the minimum)", f"exit {code}")
+    minimum = fake.get("/admin/advance")["minimum_sync"]
+    code, s, wall, _, _ = export(fake, out, "--concurrency", "32", "--rps", "0", command="sync")
+    row("(f) sync after changes", f"{s['requests']} requests vs minimum {minimum['requests']}",
+        "the minimum", f"{s['batches_changed']} changed, {s['batches_new']} new, {s['batches_removed']} removed batches; "
+        f"{s['jobs_new']} new, {s['jobs_changed']} changed, {s['jobs_removed']} removed jobs; exit {code}")
+    fake.stop()
+
+
 def reference():
     jobs = 200 if QUICK else 500
     fake = Fake("--jobs", str(jobs), "--batches", "5", "--latency-ms", "40")
