@@ -20,8 +20,8 @@ use crate::state::{BatchState, Recovered, save_state};
 
 /// How often open batches are checkpointed while they are being written.
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
-/// Most operations handled between two looks at the commit clock.
-const DRAIN_MAX: usize = 512;
+/// How long written lines may wait in the writer's buffers before they go to the kernel.
+const FLUSH_EVERY: Duration = Duration::from_millis(10);
 
 /// One thing to write.
 pub enum WriteOp {
@@ -136,11 +136,21 @@ pub struct Writer {
     open: HashMap<String, OpenBatch>,
     report: WriterReport,
     last_commit: Instant,
+    last_flush: Instant,
+    unflushed: bool,
 }
 
 impl Writer {
     pub fn new(reporter: Arc<dyn Reporter>) -> Self {
-        Self { reporter, open: HashMap::new(), report: WriterReport::default(), last_commit: Instant::now() }
+        let now = Instant::now();
+        Self {
+            reporter,
+            open: HashMap::new(),
+            report: WriterReport::default(),
+            last_commit: now,
+            last_flush: now,
+            unflushed: false,
+        }
     }
 
     /// Write everything the channel brings until every sender is gone. On an error, cancel the
@@ -155,14 +165,29 @@ impl Writer {
     }
 
     fn run_inner(&mut self, rx: &mut mpsc::Receiver<WriteOp>) -> Result<WriterReport, Error> {
-        while let Some(op) = rx.blocking_recv() {
-            self.apply(op)?;
-            for _ in 0..DRAIN_MAX {
-                match rx.try_recv() {
-                    Ok(op) => self.apply(op)?,
-                    Err(_) => break,
+        loop {
+            let op = match rx.try_recv() {
+                Ok(op) => op,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    // Idle: hand what is buffered to the kernel within FLUSH_EVERY, then wait.
+                    if self.unflushed {
+                        let wait = FLUSH_EVERY.saturating_sub(self.last_flush.elapsed());
+                        if wait.is_zero() {
+                            self.flush_all()?;
+                        } else {
+                            std::thread::sleep(wait);
+                        }
+                        continue;
+                    }
+                    match rx.blocking_recv() {
+                        Some(op) => op,
+                        None => break,
+                    }
                 }
-            }
+            };
+            self.apply(op)?;
+            self.unflushed = true;
             self.commit_due()?;
         }
         let remaining: Vec<String> = self.open.keys().cloned().collect();
@@ -288,20 +313,30 @@ impl Writer {
         Ok(())
     }
 
-    /// Hand what was written to the kernel after every group of operations (a killed process
-    /// then loses nothing), and checkpoint with fsync once per [`COMMIT_EVERY`].
+    /// Hand what was written to the kernel every [`FLUSH_EVERY`] (a killed process then loses at
+    /// most that much work), and checkpoint with fsync once per [`COMMIT_EVERY`].
     fn commit_due(&mut self) -> Result<(), Error> {
-        if self.last_commit.elapsed() < COMMIT_EVERY {
+        if self.last_commit.elapsed() >= COMMIT_EVERY {
             for ob in self.open.values_mut().filter(|ob| ob.dirty) {
-                ob.jobs.flush().map_err(|source| Error::Write { path: ob.files.jobs(), source })?;
-                ob.results.flush().map_err(|source| Error::Write { path: ob.files.results(), source })?;
+                ob.commit()?;
             }
-            return Ok(());
+            self.last_commit = Instant::now();
+            self.last_flush = self.last_commit;
+            self.unflushed = false;
+        } else if self.last_flush.elapsed() >= FLUSH_EVERY {
+            self.flush_all()?;
         }
+        Ok(())
+    }
+
+    /// Hand every buffered line to the kernel (no fsync): a killed process then loses nothing.
+    fn flush_all(&mut self) -> Result<(), Error> {
         for ob in self.open.values_mut().filter(|ob| ob.dirty) {
-            ob.commit()?;
+            ob.jobs.flush().map_err(|source| Error::Write { path: ob.files.jobs(), source })?;
+            ob.results.flush().map_err(|source| Error::Write { path: ob.files.results(), source })?;
         }
-        self.last_commit = Instant::now();
+        self.last_flush = Instant::now();
+        self.unflushed = false;
         Ok(())
     }
 }
