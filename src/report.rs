@@ -126,9 +126,12 @@ impl TermReporter {
             let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} jobs {per_sec} eta {eta} {msg}",
+                    "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} jobs {rate} eta {eta} {msg}",
                 )
-                .expect("valid template"),
+                .expect("valid template")
+                .with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0}/s", state.per_sec());
+                }),
             );
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
