@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use playment_export::cli::{Cli, Command, DemoArgs, FakeApiArgs, OutputArgs, StatusArgs, VerifyArgs};
+use playment_export::cli::{Cli, Command, DemoArgs, ExportArgs, FakeApiArgs, OutputArgs, StatusArgs, VerifyArgs};
 use playment_export::fake::{DatasetSpec, FakeApi, FakeConfig};
 use playment_export::report::TermReporter;
 use playment_export::{ApiKey, Config, Summary};
@@ -30,29 +30,8 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli.command {
-            Command::Export(args) => {
-                init_logging(&args.output);
-                let config = match args.to_config() {
-                    Ok(c) => c,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return ExitCode::from(2);
-                    }
-                };
-                export(config, &args.output).await
-            }
-            Command::Sync(args) => {
-                init_logging(&args.export.output);
-                let mut config = match args.export.to_config() {
-                    Ok(c) => c,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return ExitCode::from(2);
-                    }
-                };
-                config.mode = playment_export::Mode::Sync { full: args.full };
-                export(config, &args.export.output).await
-            }
+            Command::Export(args) => run_export(&args, playment_export::Mode::Export).await,
+            Command::Sync(args) => run_export(&args.export, playment_export::Mode::Sync { full: args.full }).await,
             Command::Status(args) => status(&args),
             Command::Verify(args) => verify(&args),
             Command::Demo(args) => {
@@ -106,6 +85,21 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `export` and `sync`: validate the flags (exit 2 on a usage error), then run.
+async fn run_export(args: &ExportArgs, mode: playment_export::Mode) -> ExitCode {
+    init_logging(&args.output);
+    match args.to_config() {
+        Ok(mut config) => {
+            config.mode = mode;
+            export(config, &args.output).await
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 async fn export(config: Config, output: &OutputArgs) -> ExitCode {
