@@ -95,7 +95,6 @@ async fn a_dead_api_stops_the_run_instead_of_retrying_every_job() {
     // The retry budget (200) and the give-up threshold bound the calls, far below 2,000 x 9.
     let calls = fake.counters().jobs.load(std::sync::atomic::Ordering::Relaxed);
     assert!(calls < 400, "{calls} job calls against a dead API");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).unwrap()).unwrap();
+    let manifest = crate::support::read_json(&dir.path().join("manifest.json"));
     assert_eq!(manifest["state"], "partial");
 }

@@ -111,8 +111,7 @@ async fn failed_jobs_are_recorded_then_retried_by_the_rerun() {
     let summary = run(c.clone()).await.unwrap();
     assert_eq!(summary.state, "partial");
     assert_eq!(summary.failed, failing);
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).unwrap()).unwrap();
+    let manifest = crate::support::read_json(&dir.path().join("manifest.json"));
     assert_eq!(manifest["state"], "partial");
     assert_eq!(manifest["failures"].as_array().unwrap().len() as u64, failing);
     assert_eq!(std::fs::read_to_string(dir.path().join("failures.ndjson")).unwrap().lines().count() as u64, failing);

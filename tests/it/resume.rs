@@ -2,27 +2,18 @@
 //! and files torn by hand; every rerun ends exact.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use playment_export::AnnotationMode;
 use playment_export::fake::FakeApi;
-use tokio::process::Command;
 
-use crate::support::{assert_exact, config, files_under, quirky, read_ndjson, run, start};
+use crate::support::{assert_exact, bin_cmd, config, files_under, quirky, read_ndjson, run, start};
 
 /// The binary exporting from `fake` into `out`.
-fn export_cmd(fake: &FakeApi, out: &Path, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_playment-export"));
-    cmd.args(["export", "--project", fake.project(), "--base-url", fake.base_url.as_str(), "--rps", "0"])
-        .args(["--concurrency", "8", "--quiet", "--out"])
-        .arg(out)
-        .args(extra)
-        .env("PLAYMENT_API_KEY", fake.api_key())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
+fn export_cmd(fake: &FakeApi, out: &Path, extra: &[&str]) -> tokio::process::Command {
+    let mut args = vec!["--concurrency", "8"];
+    args.extend_from_slice(extra);
+    bin_cmd(fake, "export", out, &args)
 }
 
 /// A small deterministic generator for kill moments; the seed is printed to reproduce a run.
@@ -113,8 +104,7 @@ async fn interrupted_by(signal: i32) {
     assert_eq!(unsafe { libc::kill(child.id().unwrap() as i32, signal) }, 0);
     let out = child.wait_with_output().await.unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).unwrap()).unwrap();
+    let manifest = crate::support::read_json(&dir.path().join("manifest.json"));
     assert_eq!(manifest["state"], "partial");
     let done_before: usize = std::fs::read_dir(dir.path().join("batches"))
         .unwrap()

@@ -42,6 +42,27 @@ pub async fn run(config: Config) -> Result<Summary, playment_export::Error> {
     playment_export::run(config, Arc::new(Silent), CancellationToken::new()).await
 }
 
+/// A JSON file, parsed.
+pub fn read_json(path: &Path) -> Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The real binary running `command` (`export` or `sync`) against `fake` into `out`, quietly,
+/// with `extra` flags.
+pub fn bin_cmd(fake: &FakeApi, command: &str, out: &Path, extra: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_playment-export"));
+    cmd.args([command, "--project", fake.project(), "--base-url", fake.base_url.as_str(), "--rps", "0", "--quiet"])
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .env("PLAYMENT_API_KEY", fake.api_key())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
 /// Lines of an NDJSON file, each checked to be complete JSON.
 pub fn read_ndjson(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -69,9 +90,9 @@ pub fn assert_exact(fake: &FakeApi, out: &Path, mode: AnnotationMode) {
 /// [`assert_exact`], but for the batches of the indices in `skip`, which must only exist.
 pub fn assert_exact_except(fake: &FakeApi, out: &Path, mode: AnnotationMode, skip: &[usize]) {
     let d = fake.dataset();
-    let details: Value = serde_json::from_slice(&std::fs::read(out.join("project.json")).unwrap()).unwrap();
+    let details = read_json(&out.join("project.json"));
     assert_eq!(details, d.details(), "project.json");
-    let manifest: Value = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let manifest = read_json(&out.join("manifest.json"));
     assert_eq!(manifest["state"], if skip.is_empty() { "complete" } else { "partial" });
     let summaries: HashMap<String, Value> = details["batches"]
         .as_array()
@@ -90,7 +111,7 @@ pub fn assert_exact_except(fake: &FakeApi, out: &Path, mode: AnnotationMode, ski
     for b in d.live().into_iter().filter(|b| !skip.contains(b)) {
         let id = d.batch_id(b).to_owned();
         let dir = out.join("batches").join(&id);
-        let summary: Value = serde_json::from_slice(&std::fs::read(dir.join("batch.json")).unwrap()).unwrap();
+        let summary = read_json(&dir.join("batch.json"));
         assert_eq!(summary, summaries[&id], "batch.json of {id}");
         let jobs = by_key(read_ndjson(&dir.join("jobs.ndjson")), "id", "jobs.ndjson");
         let results = by_key(read_ndjson(&dir.join("results.ndjson")), "job_id", "results.ndjson");
@@ -108,7 +129,7 @@ pub fn assert_exact_except(fake: &FakeApi, out: &Path, mode: AnnotationMode, ski
             assert_eq!(results[&job_id], want, "result of {job_id}");
             let file = dir.join("annotations").join(format!("{job_id}.json"));
             if mode == AnnotationMode::Files && has_doc {
-                let doc: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+                let doc = read_json(&file);
                 assert_eq!(doc, d.document(b, j), "annotation file of {job_id}");
                 docs += 1;
             } else {

@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use playment_export::fake::FakeApi;
 use playment_export::{AnnotationMode, Config, Mode};
 use serde_json::Value;
 
-use crate::support::{assert_exact, config, files_under, quirky, run, start};
+use crate::support::{assert_exact, bin_cmd, config, files_under, quirky, run, start};
 
 fn sync(fake: &FakeApi, out: &Path, full: bool) -> Config {
     let mut c = config(fake, out);
@@ -89,7 +88,7 @@ async fn sync_after_changes_fetches_only_them_and_ends_as_a_fresh_export() {
     // An unchanged batch is byte-identical; the departed one is kept under removed/.
     assert_eq!(batch_bytes(dir.path(), &untouched), untouched_before);
     assert!(dir.path().join("removed").join(&gone).join("jobs.ndjson").exists());
-    let manifest: Value = serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).unwrap()).unwrap();
+    let manifest = crate::support::read_json(&dir.path().join("manifest.json"));
     assert_eq!(manifest["removed_batches"][0]["id"], gone.as_str());
     assert!(manifest["batches"].get(&gone).is_none());
     assert!(
@@ -132,17 +131,8 @@ async fn a_sync_killed_midway_leaves_each_batch_old_or_new_and_the_rerun_is_exac
     let new = fake.dataset();
     let new_jobs = |b: usize| -> HashSet<String> { new.job_ids(b).into_iter().collect() };
 
-    let sync_cmd = || {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_playment-export"));
-        cmd.args(["sync", "--project", fake.project(), "--base-url", fake.base_url.as_str(), "--rps", "0"])
-            .args(["--concurrency", "4", "--quiet", "--annotations", "files", "--full", "--out"])
-            .arg(dir.path())
-            .env("PLAYMENT_API_KEY", fake.api_key())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        cmd
-    };
+    let flags = ["--concurrency", "4", "--annotations", "files", "--full"];
+    let sync_cmd = || bin_cmd(&fake, "sync", dir.path(), &flags);
     for (i, after) in [15u64, 40, 70].into_iter().enumerate() {
         let target = fake.counters().api_requests() + after;
         let mut child = sync_cmd().spawn().unwrap();
